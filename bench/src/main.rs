@@ -1,0 +1,405 @@
+//! `tributary-bench`: a load generator for any Kafka-compatible broker, built on
+//! librdkafka (the `rdkafka` crate) so the client is not the bottleneck.
+//!
+//! Subcommands:
+//!
+//! - `produce`: one producer run; msgs/s, MB/s, p50/p99/p999 latency, broker CPU/RSS.
+//! - `consume`: read N messages from the beginning without a consumer group.
+//! - `disk`: sequential-write bandwidth of a directory, with and without fsync.
+//! - `suite`: all of the above in one run, one report, PASS/FAIL against the targets.
+//!
+//! Modules:
+//!
+//! - [`admin`]: topic creation/deletion and metadata through the Kafka admin API.
+//! - [`produce`], [`consume`], [`disk`]: the measurements.
+//! - [`procfs`]: the broker's CPU time and RSS from `/proc/<pid>`.
+//! - [`payload`]: pseudo-random message bodies.
+//! - [`report`]: result types, Markdown and JSON output, target checks.
+//! - [`suite`]: the whole run.
+//! - [`units`]: size parsing (`512MiB`) and rate units.
+
+mod admin;
+mod consume;
+mod disk;
+mod payload;
+mod procfs;
+mod produce;
+mod report;
+mod suite;
+mod units;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::procfs::BrokerProbe;
+use crate::produce::{Acks, Compression};
+use crate::report::RunResult;
+
+#[derive(Debug, Parser)]
+#[command(name = "tributary-bench", version, about, long_about = None)]
+struct Cli {
+    /// Print one JSON object per result line instead of Markdown tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Produce messages and report throughput, latency and broker cost.
+    Produce(ProduceArgs),
+    /// Read messages from the beginning of a topic (no consumer group).
+    Consume(ConsumeArgs),
+    /// Measure the sequential-write bandwidth of a directory.
+    Disk(DiskArgs),
+    /// Run disk, produce and consume benchmarks and check the targets.
+    Suite(SuiteArgs),
+}
+
+/// Options shared by every subcommand that talks to a broker.
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Any Kafka-compatible broker, HOST:PORT[,HOST:PORT...].
+    #[arg(
+        long,
+        env = "TRIBUTARY_BENCH_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    bootstrap: String,
+    /// Process id of the broker, to report its CPU seconds and RSS from /proc.
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Extra librdkafka property, KEY=VALUE; repeatable, applied last.
+    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    extra_config: Vec<(String, String)>,
+}
+
+impl ClientArgs {
+    fn broker_probe(&self) -> anyhow::Result<Option<BrokerProbe>> {
+        self.broker_pid.map(BrokerProbe::new).transpose()
+    }
+}
+
+/// librdkafka producer tuning shared by `produce` and `suite`.
+#[derive(Debug, Args)]
+struct ProducerTuning {
+    /// librdkafka `compression.type` for produced batches.
+    #[arg(long, value_enum, default_value = "none")]
+    compression: Compression,
+    /// librdkafka `linger.ms`: how long to wait to fill a batch.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u32,
+    /// librdkafka `batch.size` (e.g. 1MiB); librdkafka's default when absent.
+    #[arg(long, value_parser = units::parse_bytes)]
+    batch_size: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[arg(long)]
+    topic: String,
+    /// Create the topic first (replication factor 1); an existing topic is kept.
+    #[arg(long)]
+    create_topic: bool,
+    /// Partitions for --create-topic.
+    #[arg(long, default_value_t = 1, requires = "create_topic")]
+    partitions: i32,
+    /// Payload size of each message (e.g. 100, 1KiB).
+    #[arg(long, value_parser = units::parse_bytes, default_value = "1024")]
+    message_bytes: u64,
+    /// Number of messages to produce (with --duration-s, whichever ends first).
+    #[arg(long, required_unless_present = "duration_s")]
+    messages: Option<u64>,
+    /// Produce for this many seconds.
+    #[arg(long)]
+    duration_s: Option<f64>,
+    #[arg(long, value_enum, default_value = "1")]
+    acks: Acks,
+    /// Fixed send rate in messages per second, for latency runs; unlimited if absent.
+    #[arg(long)]
+    rate: Option<f64>,
+    #[command(flatten)]
+    tuning: ProducerTuning,
+}
+
+#[derive(Debug, Args)]
+struct ConsumeArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[arg(long)]
+    topic: String,
+    /// Number of messages to read.
+    #[arg(long)]
+    messages: u64,
+    /// Fail when no message arrives for this many seconds.
+    #[arg(long, default_value_t = 15.0)]
+    idle_timeout_s: f64,
+}
+
+#[derive(Debug, Args)]
+struct DiskArgs {
+    /// Directory to measure (the broker's data directory).
+    #[arg(long)]
+    dir: PathBuf,
+    /// How much to write in each pass.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "1GiB")]
+    bytes: u64,
+}
+
+#[derive(Debug, Args)]
+struct SuiteArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Prefix of the topics the suite creates (one per run, suffixed with the time).
+    #[arg(long, default_value = "bench")]
+    topic_prefix: String,
+    /// The broker's data directory, for the disk bandwidth measurement.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Bytes written by the disk measurement.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "1GiB")]
+    disk_bytes: u64,
+    /// Bytes to produce in each 1 KiB run.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "512MiB")]
+    total_bytes: u64,
+    /// Bytes to produce in each 100 B run.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "128MiB")]
+    small_total_bytes: u64,
+    /// Upper bound, in seconds, on each produce run.
+    #[arg(long, default_value_t = 15.0)]
+    duration_s: f64,
+    /// Partitions of the extra 1 KiB acks=1 run; 0 skips it.
+    #[arg(long, default_value_t = 4)]
+    multi_partitions: i32,
+    /// Seconds of each fixed-rate latency run (at half the measured rate); 0 skips them.
+    #[arg(long, default_value_t = 5.0)]
+    latency_duration_s: f64,
+    /// Keep the suite's topics instead of deleting them at the end.
+    #[arg(long)]
+    keep_topics: bool,
+    /// Do not call CreateTopics; rely on the broker auto-creating topics on first
+    /// use (the partition count is then the broker's default).
+    #[arg(long)]
+    no_create_topics: bool,
+    #[command(flatten)]
+    tuning: ProducerTuning,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("{flag} {value} is not a duration"))
+}
+
+/// Zero means "skip".
+fn optional_seconds(value: f64, flag: &str) -> anyhow::Result<Option<Duration>> {
+    Ok(Some(seconds(value, flag)?).filter(|d| !d.is_zero()))
+}
+
+fn message_bytes(value: u64) -> anyhow::Result<usize> {
+    usize::try_from(value)
+        .ok()
+        .filter(|&bytes| bytes > 0)
+        .with_context(|| format!("--message-bytes {value} is out of range"))
+}
+
+fn print_run(run: &RunResult, json: bool) {
+    if json {
+        println!("{}", run.to_json(None));
+    } else {
+        println!("{}", report::runs_table(std::slice::from_ref(run), None));
+        if let Some(error) = &run.first_error {
+            println!("first delivery error: {error}");
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json = cli.json;
+    match cli.command {
+        Command::Produce(args) => {
+            let broker = args.client.broker_probe()?;
+            if args.create_topic {
+                admin::create_topic(&args.client.bootstrap, &args.topic, args.partitions)?;
+            }
+            let size = message_bytes(args.message_bytes)?;
+            let options = produce::ProduceOptions {
+                label: format!(
+                    "produce {} acks={}",
+                    units::format_bytes(args.message_bytes),
+                    args.acks.as_str()
+                ),
+                bootstrap: args.client.bootstrap,
+                topic: args.topic,
+                message_bytes: size,
+                messages: args.messages,
+                duration: args
+                    .duration_s
+                    .map(|s| seconds(s, "--duration-s"))
+                    .transpose()?,
+                acks: args.acks,
+                compression: args.tuning.compression,
+                rate_msgs_per_s: args.rate,
+                linger_ms: args.tuning.linger_ms,
+                batch_bytes: args.tuning.batch_size,
+                extra_config: args.client.extra_config,
+            };
+            let result = produce::run(&options, broker.as_ref())?;
+            print_run(&result, json);
+            if result.errors > 0 {
+                eprintln!("error: {} messages failed delivery", result.errors);
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Consume(args) => {
+            let broker = args.client.broker_probe()?;
+            let options = consume::ConsumeOptions {
+                label: "consume".into(),
+                bootstrap: args.client.bootstrap,
+                topic: args.topic,
+                messages: args.messages,
+                idle_timeout: seconds(args.idle_timeout_s, "--idle-timeout-s")?,
+                extra_config: args.client.extra_config,
+            };
+            let result = consume::run(&options, broker.as_ref())?;
+            print_run(&result, json);
+        }
+        Command::Disk(args) => {
+            let result = disk::measure(&args.dir, args.bytes)?;
+            if json {
+                println!("{}", result.to_json());
+            } else {
+                println!("{}", report::disk_table(&result));
+            }
+        }
+        Command::Suite(args) => {
+            let options = suite::SuiteOptions {
+                broker: args.client.broker_probe()?,
+                bootstrap: args.client.bootstrap,
+                topic_prefix: args.topic_prefix,
+                data_dir: args.data_dir,
+                disk_bytes: args.disk_bytes,
+                bytes_1k: args.total_bytes,
+                bytes_100: args.small_total_bytes,
+                run_duration_max: seconds(args.duration_s, "--duration-s")?,
+                multi_partitions: Some(args.multi_partitions).filter(|&p| p > 0),
+                latency_duration: optional_seconds(
+                    args.latency_duration_s,
+                    "--latency-duration-s",
+                )?,
+                compression: args.tuning.compression,
+                linger_ms: args.tuning.linger_ms,
+                batch_bytes: args.tuning.batch_size,
+                extra_config: args.client.extra_config,
+                keep_topics: args.keep_topics,
+                create_topics: !args.no_create_topics,
+                json,
+            };
+            suite::run(&options)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn produce_needs_messages_or_duration() {
+        let base = ["tributary-bench", "produce", "--topic", "t"];
+        assert!(Cli::try_parse_from(base).is_err());
+        assert!(Cli::try_parse_from([&base[..], &["--messages", "10"]].concat()).is_ok());
+        assert!(Cli::try_parse_from([&base[..], &["--duration-s", "1.5"]].concat()).is_ok());
+    }
+
+    #[test]
+    fn produce_parses_sizes_acks_and_passthrough_config() {
+        let cli = Cli::try_parse_from([
+            "tributary-bench",
+            "--json",
+            "produce",
+            "--bootstrap",
+            "kafka:9092",
+            "--topic",
+            "t",
+            "--messages",
+            "5",
+            "--message-bytes",
+            "1KiB",
+            "--acks",
+            "all",
+            "--compression",
+            "zstd",
+            "--batch-size",
+            "1MiB",
+            "-X",
+            "socket.nagle.disable=true",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        let Command::Produce(args) = cli.command else {
+            panic!("expected produce");
+        };
+        assert_eq!(args.message_bytes, 1024);
+        assert_eq!(args.acks, Acks::All);
+        assert_eq!(args.tuning.compression, Compression::Zstd);
+        assert_eq!(args.tuning.batch_size, Some(1 << 20));
+        assert_eq!(args.client.bootstrap, "kafka:9092");
+        assert_eq!(
+            args.client.extra_config,
+            [("socket.nagle.disable".to_string(), "true".to_string())]
+        );
+    }
+
+    #[test]
+    fn key_value_needs_an_equals_sign_and_a_key() {
+        assert_eq!(
+            parse_key_value("a=b=c").unwrap(),
+            ("a".into(), "b=c".into())
+        );
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+
+    #[test]
+    fn zero_seconds_skips_and_negative_is_an_error() {
+        assert_eq!(optional_seconds(0.0, "--x").unwrap(), None);
+        assert_eq!(
+            optional_seconds(2.0, "--x").unwrap(),
+            Some(Duration::from_secs(2))
+        );
+        assert!(seconds(-1.0, "--x").is_err());
+    }
+}

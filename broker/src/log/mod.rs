@@ -1,0 +1,30 @@
+//! The partition log: Kafka's storage layer, files only, no network.
+//!
+//! ```text
+//! Log (partition_log)        one partition directory: append, read, retention, recovery
+//!  └─ LogSegment (segment)   <base offset>.log + .index + .timeindex
+//!      ├─ OffsetIndex (index)  sparse last-offset → file position
+//!      └─ TimeIndex   (index)  sparse max-timestamp → offset
+//! batch                      RecordBatch v2 header parsing and validation, builder
+//! error                      Error (with Kafka error codes) and Result
+//! ```
+//!
+//! Request handlers call [`Log::append_as_leader`] with a produce request's records and
+//! [`Log::read`] for fetches; batches travel as raw bytes and are never decompressed.
+//! The on-disk layout, recovery algorithm and retention rules are described in
+//! `docs/design/log.md`.
+
+pub mod batch;
+pub mod error;
+pub mod index;
+pub mod partition_log;
+pub mod segment;
+
+pub use batch::{
+    build_batch, decode_records, encode_batch, set_base_offset, split_batches, validate_batch,
+    BatchError, BatchHeader, Compression, KeyValue, Record, RecordHeader,
+};
+pub use error::{kafka_code, Error, Result};
+pub use index::{OffsetIndex, OffsetPosition, TimeIndex, TimestampOffset};
+pub use partition_log::{AppendInfo, FetchData, Log, LogConfig};
+pub use segment::LogSegment;

@@ -1,0 +1,1406 @@
+//! [`Log`]: the log of one partition, a directory of [`LogSegment`]s (Kafka's `UnifiedLog`
+//! and `LocalLog` folded together).
+//!
+//! ```text
+//! append_as_leader ──validate──▶ assign offsets ──▶ maybe roll ──▶ active segment
+//! read ──floor(base offset)──▶ segment ──index + scan──▶ whole batches, raw bytes
+//! apply_retention / delete_records_before ──▶ delete oldest segments, advance log start
+//! open ──▶ load segments below the recovery point, recover the rest (always the last)
+//! ```
+//!
+//! The log is single-writer: mutating calls take `&mut self`, reads take `&self`; the
+//! caller wraps it in a lock. All file work is blocking; call it from a blocking context.
+//! See `docs/design/log.md` for the on-disk layout, recovery and retention rules.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::log::batch::{set_base_offset, split_batches_summary};
+use crate::log::error::{Error, Result};
+use crate::log::segment::{
+    LogSegment, INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, MAX_RELATIVE_OFFSET, TIME_INDEX_FILE_SUFFIX,
+};
+
+/// File holding the log start offset, so `DeleteRecords` survives a restart.
+pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+/// File holding the recovery point: every batch below it is on disk (fsynced).
+pub const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
+/// Suffixes of files a crash may leave behind; `open` removes them.
+const STRAY_SUFFIXES: [&str; 4] = [".tmp", ".deleted", ".cleaned", ".swap"];
+/// Version line of the checkpoint files (Kafka's checkpoint files start with one too).
+const CHECKPOINT_VERSION: &str = "0";
+
+/// Per-partition log settings, named after Kafka's topic configs. `Default` is Kafka's
+/// defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when an append would make the active segment larger.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll when the active segment is older than this and not empty.
+    pub segment_ms: i64,
+    /// `retention.ms`: delete segments whose largest timestamp is older; -1 = unlimited.
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete the oldest segments while the log is larger; -1 = unlimited.
+    pub retention_bytes: i64,
+    /// `index.interval.bytes`: bytes between two offset index entries.
+    pub index_interval_bytes: u32,
+    /// `flush.messages`: fsync after this many appended records; `u64::MAX` = never by count.
+    pub flush_messages: u64,
+    /// `flush.ms`: fsync when the oldest unflushed append is this old; `i64::MAX` = never.
+    pub flush_ms: i64,
+    /// `max.message.bytes`: the largest record batch accepted.
+    pub max_message_bytes: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        const WEEK_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: WEEK_MS,
+            retention_ms: WEEK_MS,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+            flush_messages: u64::MAX,
+            flush_ms: i64::MAX,
+            max_message_bytes: 1_048_588,
+        }
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record.
+    pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// Largest batch max timestamp of the append.
+    pub max_timestamp: i64,
+    /// Log start offset after the append (for the produce response).
+    pub log_start_offset: i64,
+    /// Records appended.
+    pub num_records: u64,
+}
+
+/// What a read returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchData {
+    /// Whole record batches as stored, contiguous; may be empty.
+    pub records: Bytes,
+    /// Log start offset at the time of the read.
+    pub log_start_offset: i64,
+    /// Log end offset at the time of the read.
+    pub log_end_offset: i64,
+}
+
+/// The log of one partition.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Sorted by base offset, never empty; the last one is the active segment.
+    segments: Vec<LogSegment>,
+    /// First offset visible to consumers; persisted in `log-start-offset`.
+    log_start_offset: i64,
+    /// Offset the next appended record gets.
+    log_end_offset: i64,
+    /// Every batch below this offset has been fsynced.
+    recovery_point: i64,
+    /// Value last written to `recovery-point-offset-checkpoint`.
+    checkpointed_recovery_point: i64,
+    /// Records appended since the last fsync.
+    unflushed_messages: u64,
+    /// Time of the oldest append not yet fsynced.
+    first_unflushed_append_ms: Option<i64>,
+}
+
+impl Log {
+    /// Opens the log in `dir` (creating the directory if missing) and recovers it: stray
+    /// files are removed, segments at or after the recovery point (always including the
+    /// last) are validated batch by batch and truncated at the first invalid one, and any
+    /// index that fails its sanity checks is rebuilt.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log> {
+        fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+        let mut bases = Vec::new();
+        let mut index_files = Vec::new();
+        let entries = fs::read_dir(dir).map_err(Error::io("listing", dir))?;
+        for entry in entries {
+            let entry = entry.map_err(Error::io("listing", dir))?;
+            let path = entry.path();
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if STRAY_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+                tracing::info!(file = %path.display(), "removing stray file");
+                fs::remove_file(&path).map_err(Error::io("removing", &path))?;
+            } else if let Some(base) = parse_segment_name(&name, LOG_FILE_SUFFIX) {
+                bases.push(base);
+            } else if let Some(base) = parse_segment_name(&name, INDEX_FILE_SUFFIX)
+                .or_else(|| parse_segment_name(&name, TIME_INDEX_FILE_SUFFIX))
+            {
+                index_files.push((base, path));
+            }
+        }
+        bases.sort_unstable();
+        for (base, path) in index_files {
+            if bases.binary_search(&base).is_err() {
+                tracing::info!(file = %path.display(), "removing index without a segment");
+                fs::remove_file(&path).map_err(Error::io("removing", &path))?;
+            }
+        }
+
+        let start_checkpoint = read_checkpoint(dir, LOG_START_OFFSET_FILE)?;
+        let recovery_checkpoint = read_checkpoint(dir, RECOVERY_POINT_FILE)?.unwrap_or(0);
+        let interval = config.index_interval_bytes;
+        let mut segments: Vec<LogSegment> = Vec::with_capacity(bases.len().max(1));
+        let mut recovered = Vec::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(i + 1).copied();
+            let is_last = next_base.is_none();
+            let below_recovery_point = next_base.is_some_and(|next| next <= recovery_checkpoint);
+            let path = dir.join(format!("{base:020}{LOG_FILE_SUFFIX}"));
+            if below_recovery_point {
+                let segment = LogSegment::load(dir, base, interval, next_base, now_ms)
+                    .map_err(Error::io("loading segment", &path))?;
+                segments.push(segment);
+                continue;
+            }
+            let (segment, outcome) = LogSegment::open_and_recover(dir, base, interval, now_ms)
+                .map_err(Error::io("recovering segment", &path))?;
+            recovered.push(segments.len());
+            segments.push(segment);
+            if outcome.truncated_bytes > 0 && !is_last {
+                // Everything after a hole is unreachable: drop the later segments (Kafka's
+                // LogLoader does the same).
+                for &later in &bases[i + 1..] {
+                    tracing::warn!(
+                        base_offset = later,
+                        "deleting segment after a truncated one"
+                    );
+                    for suffix in [LOG_FILE_SUFFIX, INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX] {
+                        let p = dir.join(format!("{later:020}{suffix}"));
+                        remove_if_exists(&p)?;
+                    }
+                }
+                break;
+            }
+        }
+        if segments.is_empty() {
+            let base = start_checkpoint.unwrap_or(0).max(0);
+            let segment = LogSegment::create(dir, base, interval, now_ms)
+                .map_err(Error::io("creating segment in", dir))?;
+            segments.push(segment);
+        }
+        // Recovered segments were possibly truncated and had their indexes rebuilt: make that
+        // durable before claiming a recovery point at the log end.
+        for &i in &recovered {
+            let segment = &mut segments[i];
+            let path = segment.log_path().to_path_buf();
+            segment.flush().map_err(Error::io("flushing", path))?;
+        }
+
+        let first_base = segments[0].base_offset();
+        let log_end_offset = segments[segments.len() - 1].next_offset();
+        let log_start_offset = start_checkpoint
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(log_end_offset);
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+            log_end_offset,
+            recovery_point: log_end_offset,
+            checkpointed_recovery_point: recovery_checkpoint,
+            unflushed_messages: 0,
+            first_unflushed_append_ms: None,
+        };
+        if start_checkpoint != Some(log_start_offset) {
+            write_checkpoint(&log.dir, LOG_START_OFFSET_FILE, log_start_offset)?;
+        }
+        log.checkpoint_recovery_point()?;
+        tracing::debug!(
+            dir = %log.dir.display(),
+            log_start_offset,
+            log_end_offset,
+            segments = log.segments.len(),
+            "opened log"
+        );
+        Ok(log)
+    }
+
+    /// Validates every batch in `records` (one or more, as a producer sent them), then
+    /// assigns offsets from the log end offset by rewriting each batch's base offset and
+    /// appends the bytes unchanged otherwise. Nothing is appended if any batch is invalid.
+    pub fn append_as_leader(&mut self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
+        let mut batches = split_batches_summary(records)
+            .map_err(|(position, source)| Error::InvalidBatch { position, source })?;
+        for (_, summary) in &batches {
+            let batch_bytes = summary.header.total_size();
+            if batch_bytes > self.config.max_message_bytes as usize {
+                return Err(Error::MessageTooLarge {
+                    batch_bytes,
+                    max_message_bytes: self.config.max_message_bytes,
+                });
+            }
+        }
+        let base_offset = self.log_end_offset;
+        let mut next_offset = base_offset;
+        let mut max_timestamp = -1;
+        let mut num_records = 0u64;
+        for (position, summary) in &mut batches {
+            set_base_offset(&mut records[*position..], next_offset);
+            summary.header.base_offset = next_offset;
+            next_offset = summary.header.next_offset();
+            max_timestamp = max_timestamp.max(summary.header.max_timestamp);
+            // records_count >= 1 was validated.
+            num_records += summary.header.records_count as u64;
+        }
+        self.maybe_roll(records.len() as u64, next_offset - 1, now_ms)?;
+        let active = self.active_segment_mut();
+        let path = active.log_path().to_path_buf();
+        active
+            .append(records, &batches, now_ms)
+            .map_err(Error::io("appending to", path))?;
+        self.log_end_offset = next_offset;
+        self.unflushed_messages += num_records;
+        self.first_unflushed_append_ms.get_or_insert(now_ms);
+        if self.unflushed_messages >= self.config.flush_messages {
+            self.flush()?;
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            max_timestamp,
+            log_start_offset: self.log_start_offset,
+            num_records,
+        })
+    }
+
+    /// Rolls if the append would overflow `segment.bytes` or the relative offset range, or if
+    /// the active segment is older than `segment.ms`; an empty segment is never rolled.
+    fn maybe_roll(&mut self, append_bytes: u64, last_offset: i64, now_ms: i64) -> Result<()> {
+        let active = self.active_segment();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let new_size = active.size() + append_bytes;
+        let full = new_size > self.config.segment_bytes || new_size > u64::from(u32::MAX);
+        let expired = now_ms.saturating_sub(active.created_ms()) > self.config.segment_ms;
+        let offset_overflow = last_offset - active.base_offset() > MAX_RELATIVE_OFFSET;
+        if full || expired || offset_overflow {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (final time index entry, fsync) and starts a new one at the
+    /// log end offset. Everything below it is then durable, so the recovery point moves there.
+    fn roll(&mut self, now_ms: i64) -> Result<()> {
+        let new_base = self.log_end_offset;
+        let active = self.active_segment_mut();
+        let path = active.log_path().to_path_buf();
+        active
+            .on_become_inactive()
+            .map_err(Error::io("flushing", path))?;
+        let segment = LogSegment::create(
+            &self.dir,
+            new_base,
+            self.config.index_interval_bytes,
+            now_ms,
+        )
+        .map_err(Error::io("creating segment in", &self.dir))?;
+        self.segments.push(segment);
+        self.recovery_point = new_base;
+        self.unflushed_messages = 0;
+        self.first_unflushed_append_ms = None;
+        tracing::debug!(dir = %self.dir.display(), base_offset = new_base, "rolled segment");
+        self.checkpoint_recovery_point()
+    }
+
+    /// Reads whole batches from `fetch_offset`: at most `max_bytes` (but always at least one
+    /// batch if one is available, KIP-74), only batches entirely below `max_offset` (the
+    /// high watermark for consumers, the log end offset for followers). The first batch may
+    /// start before `fetch_offset`; clients skip the records below it.
+    pub fn read(&self, fetch_offset: i64, max_bytes: usize, max_offset: i64) -> Result<FetchData> {
+        if fetch_offset < self.log_start_offset || fetch_offset > self.log_end_offset {
+            return Err(self.out_of_range(fetch_offset));
+        }
+        let mut out: Vec<u8> = Vec::new();
+        if fetch_offset < self.log_end_offset && fetch_offset < max_offset {
+            let first = self
+                .segments
+                .partition_point(|s| s.base_offset() <= fetch_offset)
+                .saturating_sub(1);
+            let mut remaining = max_bytes;
+            let mut start = true;
+            for segment in &self.segments[first..] {
+                let position = if start {
+                    match segment
+                        .translate_offset(fetch_offset)
+                        .map_err(Error::io("reading", segment.log_path()))?
+                    {
+                        Some((position, _)) => position,
+                        None => {
+                            start = false;
+                            continue;
+                        }
+                    }
+                } else {
+                    0
+                };
+                start = false;
+                let (bytes, reached_end) = segment
+                    .read(position, remaining, max_offset, out.is_empty())
+                    .map_err(Error::io("reading", segment.log_path()))?;
+                remaining = remaining.saturating_sub(bytes.len());
+                if out.is_empty() {
+                    out = bytes;
+                } else {
+                    out.extend_from_slice(&bytes);
+                }
+                if !reached_end || remaining == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(FetchData {
+            records: Bytes::from(out),
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+        })
+    }
+
+    /// The earliest offset at or after the log start offset whose record timestamp is >=
+    /// `timestamp`, with that timestamp (ListOffsets by time). For compressed batches the
+    /// answer is the batch's base offset and max timestamp. Kafka's special timestamps
+    /// (-1 latest, -2 earliest, -3 max) are the caller's business.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        for segment in &self.segments {
+            if segment.max_timestamp() < timestamp || segment.next_offset() <= self.log_start_offset
+            {
+                continue;
+            }
+            let found = segment
+                .find_offset_by_timestamp(timestamp, self.log_start_offset)
+                .map_err(Error::io("searching", segment.log_path()))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// (offset, timestamp) of the record with the largest timestamp, the earliest on ties
+    /// (ListOffsets `MAX_TIMESTAMP`, KIP-734). Compressed batches answer with their last
+    /// offset.
+    pub fn max_timestamp_offset(&self) -> Option<(i64, i64)> {
+        let mut best: Option<(i64, i64)> = None;
+        for segment in &self.segments {
+            let ts = segment.max_timestamp();
+            if ts >= 0 && best.is_none_or(|(_, best_ts)| ts > best_ts) {
+                best = Some((segment.offset_of_max_timestamp(), ts));
+            }
+        }
+        best
+    }
+
+    /// `DeleteRecords`: moves the log start offset up to `offset` (persisted) and deletes the
+    /// segments entirely below it. Returns the new log start offset (the low watermark).
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        if offset > self.log_end_offset || offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        if offset > self.log_start_offset {
+            self.set_log_start_offset(offset)?;
+            self.delete_log_start_breached_segments()?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    /// Retention: deletes the oldest segments whose largest timestamp is more than
+    /// `retention.ms` old, then the oldest segments while the log exceeds `retention.bytes`,
+    /// then segments entirely below the log start offset. The active segment is rolled first
+    /// when it must go too, so the log always keeps one (possibly empty) segment. Returns the
+    /// number of segments deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+        self.apply_retention_below(now_ms, self.log_end_offset)
+    }
+
+    /// [`Log::apply_retention`], deleting only segments entirely below `high_watermark` (Kafka
+    /// never lets retention remove records consumers have not been allowed to see).
+    pub fn apply_retention_below(&mut self, now_ms: i64, high_watermark: i64) -> Result<usize> {
+        let mut deleted = 0;
+        if self.config.retention_ms >= 0 {
+            let retention_ms = self.config.retention_ms;
+            let n = self.count_deletable(high_watermark, |segment, _| {
+                now_ms.saturating_sub(segment.largest_timestamp()) > retention_ms
+            });
+            deleted += self.delete_oldest_segments(n, now_ms)?;
+        }
+        if self.config.retention_bytes >= 0 {
+            let retention_bytes = self.config.retention_bytes as u64;
+            let mut excess = self.size_bytes().saturating_sub(retention_bytes);
+            let n = self.count_deletable(high_watermark, |segment, _| {
+                if excess >= segment.size() {
+                    excess -= segment.size();
+                    true
+                } else {
+                    false
+                }
+            });
+            deleted += self.delete_oldest_segments(n, now_ms)?;
+        }
+        deleted += self.delete_log_start_breached_segments()?;
+        Ok(deleted)
+    }
+
+    /// How many of the oldest segments satisfy `predicate` in a row, stopping at an empty
+    /// active segment and at segments not entirely below `high_watermark` (Kafka's
+    /// `UnifiedLog.deletableSegments`).
+    fn count_deletable(
+        &self,
+        high_watermark: i64,
+        mut predicate: impl FnMut(&LogSegment, Option<&LogSegment>) -> bool,
+    ) -> usize {
+        let mut n = 0;
+        for (i, segment) in self.segments.iter().enumerate() {
+            let next = self.segments.get(i + 1);
+            let upper = next.map_or(self.log_end_offset, LogSegment::base_offset);
+            let last_and_empty = next.is_none() && segment.is_empty();
+            if last_and_empty || upper > high_watermark || !predicate(segment, next) {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    fn delete_log_start_breached_segments(&mut self) -> Result<usize> {
+        let log_start_offset = self.log_start_offset;
+        let n = self.count_deletable(i64::MAX, |_, next| {
+            next.is_some_and(|next| next.base_offset() <= log_start_offset)
+        });
+        // The predicate never holds for the active segment, so no roll is needed.
+        self.delete_oldest_segments(n, i64::MIN)
+    }
+
+    /// Deletes the `n` oldest segments, rolling first if that is all of them, and moves the
+    /// log start offset to the new first segment if it was below it. The log start offset is
+    /// persisted before any file goes, so a crash in between only leaves extra files.
+    fn delete_oldest_segments(&mut self, n: usize, now_ms: i64) -> Result<usize> {
+        if n == 0 {
+            return Ok(0);
+        }
+        if n == self.segments.len() {
+            self.roll(now_ms)?;
+        }
+        let new_first_base = self.segments[n].base_offset();
+        if new_first_base > self.log_start_offset {
+            self.set_log_start_offset(new_first_base)?;
+        }
+        for segment in self.segments.drain(..n) {
+            let path = segment.log_path().to_path_buf();
+            tracing::info!(segment = %path.display(), "deleting segment");
+            segment
+                .delete_files(&self.dir)
+                .map_err(Error::io("deleting", path))?;
+        }
+        Ok(n)
+    }
+
+    /// Fsyncs every segment holding unflushed data and moves the recovery point to the log
+    /// end offset.
+    pub fn flush(&mut self) -> Result<()> {
+        let recovery_point = self.recovery_point;
+        let count = self.segments.len();
+        for (i, segment) in self.segments.iter_mut().enumerate() {
+            if i + 1 == count || segment.next_offset() > recovery_point {
+                let path = segment.log_path().to_path_buf();
+                segment.flush().map_err(Error::io("flushing", path))?;
+            }
+        }
+        self.recovery_point = self.log_end_offset;
+        self.unflushed_messages = 0;
+        self.first_unflushed_append_ms = None;
+        Ok(())
+    }
+
+    /// The `flush.ms` policy: flushes if the oldest unflushed append is at least `flush.ms`
+    /// old. Returns whether it flushed. Meant for a periodic background task.
+    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<bool> {
+        let due = self
+            .first_unflushed_append_ms
+            .is_some_and(|first| now_ms.saturating_sub(first) >= self.config.flush_ms);
+        if due {
+            self.flush()?;
+        }
+        Ok(due)
+    }
+
+    /// Removes every batch whose last offset is >= `offset`. A batch that holds `offset` goes
+    /// whole, so the new log end offset is that batch's base offset (<= `offset`); replication
+    /// truncates at batch boundaries, where the two agree. Below the log start offset the log
+    /// is emptied and restarts at `offset` (Kafka's `truncateFullyAndStartAt`).
+    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        if offset >= self.log_end_offset {
+            return Ok(());
+        }
+        if offset < self.log_start_offset {
+            return self.truncate_fully_and_start_at(offset.max(0));
+        }
+        while self.segments.len() > 1 && self.active_segment().base_offset() > offset {
+            if let Some(segment) = self.segments.pop() {
+                let path = segment.log_path().to_path_buf();
+                segment
+                    .delete_files(&self.dir)
+                    .map_err(Error::io("deleting", path))?;
+            }
+        }
+        let active = self.active_segment_mut();
+        let path = active.log_path().to_path_buf();
+        active
+            .truncate_to(offset)
+            .map_err(Error::io("truncating", path))?;
+        self.log_end_offset = self.active_segment().next_offset();
+        if self.log_end_offset < self.log_start_offset {
+            self.set_log_start_offset(self.log_end_offset)?;
+        }
+        self.after_truncation()
+    }
+
+    fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<()> {
+        self.set_log_start_offset(offset)?;
+        for segment in self.segments.drain(..) {
+            let path = segment.log_path().to_path_buf();
+            segment
+                .delete_files(&self.dir)
+                .map_err(Error::io("deleting", path))?;
+        }
+        let now_ms = self.segments_created_fallback_ms();
+        let segment =
+            LogSegment::create(&self.dir, offset, self.config.index_interval_bytes, now_ms)
+                .map_err(Error::io("creating segment in", &self.dir))?;
+        self.segments.push(segment);
+        self.log_end_offset = offset;
+        self.after_truncation()
+    }
+
+    /// A creation time for a segment made outside an append (no clock passed in): the wall
+    /// clock. Only `segment.ms` rolling reads it.
+    fn segments_created_fallback_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// The recovery point may not stay above the new end: later appends below the old value
+    /// would otherwise escape recovery after a crash.
+    fn after_truncation(&mut self) -> Result<()> {
+        self.recovery_point = self.recovery_point.min(self.log_end_offset);
+        self.checkpoint_recovery_point()
+    }
+
+    /// Replaces the configuration; takes effect from the next append or retention pass.
+    pub fn update_config(&mut self, config: LogConfig) {
+        for segment in &mut self.segments {
+            segment.set_index_interval_bytes(config.index_interval_bytes);
+        }
+        self.config = config;
+    }
+
+    /// Fsyncs everything and writes the recovery point: the clean way to close a log.
+    pub fn close(mut self) -> Result<()> {
+        self.flush_and_checkpoint()
+    }
+
+    /// Fsyncs everything and writes the recovery point, so the next open scans only the
+    /// active segment. Done for every log at a clean shutdown.
+    pub fn flush_and_checkpoint(&mut self) -> Result<()> {
+        self.flush()?;
+        self.checkpoint_recovery_point()
+    }
+
+    /// Closes the log and removes its directory.
+    pub fn delete(self) -> Result<()> {
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(&dir).map_err(Error::io("removing", dir))
+    }
+
+    /// First offset visible to consumers.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Offset the next appended record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+
+    /// Every batch below this offset is fsynced.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Total bytes of all segments' `.log` files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(LogSegment::size).sum()
+    }
+
+    /// Number of segments, including the active one.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> &[LogSegment] {
+        &self.segments
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    fn active_segment(&self) -> &LogSegment {
+        // `segments` is never empty: open creates one and every removal keeps or adds one.
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_segment_mut(&mut self) -> &mut LogSegment {
+        // See `active_segment`.
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
+    }
+
+    fn out_of_range(&self, requested: i64) -> Error {
+        Error::OffsetOutOfRange {
+            requested,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+            dir: self.dir.clone(),
+        }
+    }
+
+    fn set_log_start_offset(&mut self, offset: i64) -> Result<()> {
+        write_checkpoint(&self.dir, LOG_START_OFFSET_FILE, offset)?;
+        self.log_start_offset = offset;
+        Ok(())
+    }
+
+    fn checkpoint_recovery_point(&mut self) -> Result<()> {
+        if self.checkpointed_recovery_point != self.recovery_point {
+            write_checkpoint(&self.dir, RECOVERY_POINT_FILE, self.recovery_point)?;
+            self.checkpointed_recovery_point = self.recovery_point;
+        }
+        Ok(())
+    }
+}
+
+/// `00000000000000000042.log` → 42.
+fn parse_segment_name(name: &str, suffix: &str) -> Option<i64> {
+    let stem = name.strip_suffix(suffix)?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `0\n<value>\n` to `<dir>/<name>` atomically: write a `.tmp`, fsync, rename, fsync
+/// the directory.
+fn write_checkpoint(dir: &Path, name: &str, value: i64) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = fs::File::create(&tmp).map_err(Error::io("creating", &tmp))?;
+    file.write_all(format!("{CHECKPOINT_VERSION}\n{value}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(Error::io("writing", &tmp))?;
+    fs::rename(&tmp, &path).map_err(Error::io("renaming", &tmp))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("syncing", dir))
+}
+
+/// Reads a checkpoint written by [`write_checkpoint`]; `None` if the file does not exist.
+fn read_checkpoint(dir: &Path, name: &str) -> Result<Option<i64>> {
+    let path = dir.join(name);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("reading", path)(e)),
+    };
+    let mut lines = text.lines();
+    let corrupt = |reason: String| Error::CorruptCheckpoint {
+        path: path.clone(),
+        reason,
+    };
+    match lines.next() {
+        Some(CHECKPOINT_VERSION) => {}
+        other => return Err(corrupt(format!("unknown version line {other:?}"))),
+    }
+    let value = lines
+        .next()
+        .ok_or_else(|| corrupt("missing value".to_string()))?;
+    value
+        .trim()
+        .parse()
+        .map(Some)
+        .map_err(|e| corrupt(format!("bad value {value:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::{build_batch, decode_records, encode_batch, BatchHeader, Record};
+    use crate::log::kafka_code;
+    use crate::log::segment::segment_file_path;
+
+    fn small_config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1024,
+            index_interval_bytes: 128,
+            retention_ms: -1,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Appends one batch of `count` records with `value_bytes`-byte values at time `ts`.
+    fn append(log: &mut Log, count: usize, value_bytes: usize, ts: i64) -> AppendInfo {
+        let value = vec![b'v'; value_bytes];
+        let records: Vec<_> = (0..count).map(|_| (None, Some(&value[..]))).collect();
+        let mut batch = build_batch(0, ts, &records);
+        log.append_as_leader(&mut batch, ts).unwrap()
+    }
+
+    fn read_all_records(log: &Log) -> Vec<Record> {
+        let data = log
+            .read(log.log_start_offset(), usize::MAX, i64::MAX)
+            .unwrap();
+        decode_all(&data.records)
+    }
+
+    fn decode_all(mut bytes: &[u8]) -> Vec<Record> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let header = BatchHeader::parse(bytes).unwrap();
+            out.extend(decode_records(&bytes[..header.total_size()]).unwrap());
+            bytes = &bytes[header.total_size()..];
+        }
+        out
+    }
+
+    fn offsets(records: &[Record]) -> Vec<i64> {
+        records.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn append_assigns_offsets_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        let a = build_batch(0, 10, &[(Some(b"k"), Some(b"a")), (None, Some(b"b"))]);
+        let b = build_batch(0, 20, &[(None, Some(b"c"))]);
+        let mut both = [a, b].concat();
+        let info = log.append_as_leader(&mut both, 0).unwrap();
+        assert_eq!(
+            info,
+            AppendInfo {
+                base_offset: 0,
+                last_offset: 2,
+                max_timestamp: 20,
+                log_start_offset: 0,
+                num_records: 3
+            }
+        );
+        let info = append(&mut log, 2, 5, 30);
+        assert_eq!((info.base_offset, info.last_offset), (3, 4));
+        assert_eq!(log.log_end_offset(), 5);
+        let records = read_all_records(&log);
+        assert_eq!(offsets(&records), vec![0, 1, 2, 3, 4]);
+        assert_eq!(records[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(records[2].value.as_deref(), Some(&b"c"[..]));
+    }
+
+    #[test]
+    fn invalid_or_oversized_batches_append_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            max_message_bytes: 200,
+            ..LogConfig::default()
+        };
+        let mut log = Log::open(dir.path(), config, 0).unwrap();
+        let good = build_batch(0, 0, &[(None, Some(b"ok"))]);
+        let mut bad = build_batch(0, 0, &[(None, Some(b"bad"))]);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let mut both = [good.clone(), bad].concat();
+        let err = log.append_as_leader(&mut both, 0).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidBatch { position, .. } if position == good.len()),
+            "{err:?}"
+        );
+        assert_eq!(err.kafka_error_code(), kafka_code::CORRUPT_MESSAGE);
+        assert_eq!(log.log_end_offset(), 0);
+        assert_eq!(log.size_bytes(), 0);
+
+        let mut big = build_batch(0, 0, &[(None, Some(&[0u8; 300][..]))]);
+        let err = log.append_as_leader(&mut big, 0).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::MessageTooLarge {
+                max_message_bytes: 200,
+                ..
+            }
+        ));
+        assert_eq!(err.kafka_error_code(), kafka_code::MESSAGE_TOO_LARGE);
+
+        let err = log.append_as_leader(&mut [], 0).unwrap_err();
+        assert_eq!(err.kafka_error_code(), kafka_code::INVALID_RECORD);
+        assert_eq!(log.log_end_offset(), 0);
+    }
+
+    #[test]
+    fn rolls_on_segment_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        for _ in 0..10 {
+            append(&mut log, 2, 200, 0); // ~480 bytes per batch: two per 1 KiB segment
+        }
+        assert_eq!(log.segment_count(), 5);
+        for segment in log.segments() {
+            assert!(segment.size() <= 1024, "{}", segment.size());
+        }
+        let bases: Vec<i64> = log.segments().iter().map(LogSegment::base_offset).collect();
+        assert_eq!(bases, vec![0, 4, 8, 12, 16]);
+        assert!(segment_file_path(dir.path(), 16, ".log").exists());
+        assert!(segment_file_path(dir.path(), 16, ".timeindex").exists());
+        // Rolling fsyncs the old segment and checkpoints the recovery point.
+        assert_eq!(log.recovery_point(), 16);
+        assert_eq!(
+            read_checkpoint(dir.path(), RECOVERY_POINT_FILE).unwrap(),
+            Some(16)
+        );
+    }
+
+    #[test]
+    fn a_batch_larger_than_segment_bytes_gets_its_own_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        append(&mut log, 1, 2000, 0);
+        append(&mut log, 1, 2000, 0);
+        assert_eq!(log.segment_count(), 2);
+        assert_eq!(offsets(&read_all_records(&log)), vec![0, 1]);
+    }
+
+    #[test]
+    fn rolls_on_segment_ms_only_when_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_ms: 1000,
+            ..LogConfig::default()
+        };
+        let mut log = Log::open(dir.path(), config, 0).unwrap();
+        let mut batch = build_batch(0, 0, &[(None, Some(b"x"))]);
+        // Empty active segment: no roll however old it is.
+        log.append_as_leader(&mut batch.clone(), 5000).unwrap();
+        assert_eq!(log.segment_count(), 1);
+        log.append_as_leader(&mut batch, 5500).unwrap();
+        assert_eq!(
+            log.segment_count(),
+            1,
+            "created at 0, but it was empty at 5000"
+        );
+        // The segment was created at 0 and is now 6001 ms old.
+        let mut batch = build_batch(0, 0, &[(None, Some(b"y"))]);
+        log.append_as_leader(&mut batch, 6001).unwrap();
+        assert_eq!(log.segment_count(), 2);
+        assert_eq!(log.segments()[1].base_offset(), 2);
+        let mut batch = build_batch(0, 0, &[(None, Some(b"z"))]);
+        log.append_as_leader(&mut batch, 7001).unwrap();
+        assert_eq!(log.segment_count(), 2, "new segment is exactly 1000 ms old");
+    }
+
+    #[test]
+    fn reads_across_segments_from_any_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        for i in 0..12 {
+            append(&mut log, 3, 100, i);
+        }
+        assert!(log.segment_count() > 3);
+        let leo = log.log_end_offset();
+        assert_eq!(leo, 36);
+        for fetch in 0..leo {
+            let data = log.read(fetch, usize::MAX, i64::MAX).unwrap();
+            let records = decode_all(&data.records);
+            let first_batch_base = fetch - fetch % 3;
+            assert_eq!(
+                offsets(&records),
+                (first_batch_base..leo).collect::<Vec<_>>(),
+                "fetch {fetch}"
+            );
+            assert_eq!(data.log_end_offset, leo);
+        }
+    }
+
+    #[test]
+    fn read_at_log_end_is_empty_and_beyond_is_out_of_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        let data = log.read(0, 1000, i64::MAX).unwrap();
+        assert!(data.records.is_empty());
+        append(&mut log, 2, 10, 0);
+        let data = log.read(2, 1000, i64::MAX).unwrap();
+        assert!(data.records.is_empty());
+        assert_eq!(data.log_end_offset, 2);
+        let err = log.read(3, 1000, i64::MAX).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::OffsetOutOfRange {
+                requested: 3,
+                log_start_offset: 0,
+                log_end_offset: 2,
+                ..
+            }
+        ));
+        assert_eq!(err.kafka_error_code(), kafka_code::OFFSET_OUT_OF_RANGE);
+        assert!(matches!(
+            log.read(-1, 1000, i64::MAX),
+            Err(Error::OffsetOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn max_bytes_is_honored_except_for_the_first_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        for _ in 0..5 {
+            append(&mut log, 1, 100, 0);
+        }
+        let batch_size = log.size_bytes() as usize / 5;
+        // Smaller than one batch: the first batch anyway (KIP-74).
+        let data = log.read(0, 10, i64::MAX).unwrap();
+        assert_eq!(data.records.len(), batch_size);
+        // Room for 2.5 batches: two whole batches.
+        let data = log.read(1, batch_size * 5 / 2, i64::MAX).unwrap();
+        assert_eq!(offsets(&decode_all(&data.records)), vec![1, 2]);
+        // max_offset (a high watermark) cuts first: nothing at or after it.
+        let data = log.read(1, usize::MAX, 3).unwrap();
+        assert_eq!(offsets(&decode_all(&data.records)), vec![1, 2]);
+        let data = log.read(3, usize::MAX, 3).unwrap();
+        assert!(data.records.is_empty());
+        let data = log.read(0, 0, 1).unwrap();
+        assert_eq!(offsets(&decode_all(&data.records)), vec![0]);
+    }
+
+    #[test]
+    fn max_offset_excludes_a_batch_that_straddles_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        append(&mut log, 3, 10, 0);
+        append(&mut log, 3, 10, 0);
+        let data = log.read(0, usize::MAX, 4).unwrap();
+        assert_eq!(offsets(&decode_all(&data.records)), vec![0, 1, 2]);
+        let data = log.read(3, usize::MAX, 4).unwrap();
+        assert!(data.records.is_empty());
+    }
+
+    #[test]
+    fn retention_by_time_deletes_whole_expired_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            retention_ms: 1000,
+            ..small_config()
+        };
+        let mut log = Log::open(dir.path(), config, 0).unwrap();
+        // Two segments with timestamps around 100, one around 5000.
+        for ts in [100, 100, 100, 100, 5000, 5000] {
+            append(&mut log, 2, 200, ts);
+        }
+        assert_eq!(log.segment_count(), 3);
+        assert_eq!(
+            log.apply_retention(1000).unwrap(),
+            0,
+            "nothing older than 1000 ms"
+        );
+        assert_eq!(log.apply_retention(1200).unwrap(), 2);
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.log_start_offset(), 8);
+        assert!(!segment_file_path(dir.path(), 0, ".log").exists());
+        assert_eq!(
+            offsets(&read_all_records(&log)),
+            (8..12).collect::<Vec<_>>()
+        );
+        assert!(matches!(
+            log.read(0, 100, i64::MAX),
+            Err(Error::OffsetOutOfRange { .. })
+        ));
+        // Everything expired: the active segment is rolled, then deleted; one empty segment
+        // remains at the log end.
+        assert_eq!(log.apply_retention(10_000).unwrap(), 1);
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.log_start_offset(), 12);
+        assert_eq!(log.log_end_offset(), 12);
+        assert_eq!(log.size_bytes(), 0);
+        assert_eq!(append(&mut log, 1, 1, 20_000).base_offset, 12);
+        drop(log);
+        let log = Log::open(dir.path(), small_config(), 0).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (12, 13));
+    }
+
+    #[test]
+    fn retention_by_bytes_deletes_oldest_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        for _ in 0..10 {
+            append(&mut log, 2, 200, 0);
+        }
+        let segment_size = log.segments()[0].size();
+        assert_eq!(log.segment_count(), 5);
+        let mut config = small_config();
+        config.retention_bytes = (segment_size * 3) as i64;
+        log.update_config(config);
+        assert_eq!(log.apply_retention(0).unwrap(), 2);
+        assert_eq!(log.segment_count(), 3);
+        assert_eq!(log.log_start_offset(), 8);
+        assert!(log.size_bytes() <= segment_size * 3);
+        // Below the high watermark only.
+        let mut config = small_config();
+        config.retention_bytes = 0;
+        log.update_config(config);
+        assert_eq!(log.apply_retention_below(0, 13).unwrap(), 1);
+        assert_eq!(log.log_start_offset(), 12);
+        assert_eq!(log.apply_retention(0).unwrap(), 2);
+        assert_eq!(log.log_start_offset(), 20);
+        assert_eq!(log.segment_count(), 1);
+    }
+
+    #[test]
+    fn delete_records_persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        for _ in 0..6 {
+            append(&mut log, 2, 200, 0);
+        }
+        assert_eq!(log.segment_count(), 3);
+        assert_eq!(log.delete_records_before(5).unwrap(), 5);
+        assert_eq!(log.segment_count(), 2, "segment [0, 4) deleted");
+        assert_eq!(log.delete_records_before(3).unwrap(), 5, "never moves back");
+        let err = log.delete_records_before(13).unwrap_err();
+        assert!(matches!(err, Error::OffsetOutOfRange { requested: 13, .. }));
+        // The batch [4, 5] is returned whole; the client skips offset 4.
+        let data = log.read(5, usize::MAX, i64::MAX).unwrap();
+        assert_eq!(decode_all(&data.records)[0].offset, 4);
+        drop(log);
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        assert_eq!(log.log_start_offset(), 5);
+        assert_eq!(log.log_end_offset(), 12);
+        assert!(log.read(4, 100, i64::MAX).is_err());
+        assert_eq!(log.delete_records_before(12).unwrap(), 12);
+        assert_eq!(log.segment_count(), 1, "the active segment stays");
+        assert!(log.read(12, 100, i64::MAX).unwrap().records.is_empty());
+    }
+
+    /// Appends 3 batches, returns the .log size after the 2nd and the path of the .log.
+    fn three_batches(dir: &Path) -> (u64, PathBuf) {
+        let mut log = Log::open(dir, LogConfig::default(), 0).unwrap();
+        append(&mut log, 2, 50, 0);
+        append(&mut log, 2, 50, 0);
+        let size_after_two = log.size_bytes();
+        append(&mut log, 2, 50, 0);
+        drop(log);
+        (size_after_two, segment_file_path(dir, 0, ".log"))
+    }
+
+    fn assert_recovered_to_four(dir: &Path, size_after_two: u64) {
+        let mut log = Log::open(dir, LogConfig::default(), 0).unwrap();
+        assert_eq!(log.log_end_offset(), 4);
+        assert_eq!(log.size_bytes(), size_after_two);
+        assert_eq!(offsets(&read_all_records(&log)), vec![0, 1, 2, 3]);
+        assert_eq!(append(&mut log, 1, 5, 0).base_offset, 4);
+        drop(log);
+        let log = Log::open(dir, LogConfig::default(), 0).unwrap();
+        assert_eq!(offsets(&read_all_records(&log)), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn recovery_truncates_a_flipped_byte_in_the_last_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (size_after_two, path) = three_batches(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x40;
+        fs::write(&path, &bytes).unwrap();
+        assert_recovered_to_four(dir.path(), size_after_two);
+    }
+
+    #[test]
+    fn recovery_truncates_a_half_written_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (size_after_two, path) = three_batches(dir.path());
+        let len = fs::metadata(&path).unwrap().len();
+        let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len - 20).unwrap();
+        drop(file);
+        assert_recovered_to_four(dir.path(), size_after_two);
+    }
+
+    #[test]
+    fn recovery_truncates_trailing_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, path) = three_batches(dir.path());
+        let clean_len = fs::metadata(&path).unwrap().len();
+        for garbage in [&[0u8; 7][..], &[0xff; 100][..], &[0u8; 200][..]] {
+            let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+            file.write_all(garbage).unwrap();
+            drop(file);
+            let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+            assert_eq!(log.log_end_offset(), 6);
+            assert_eq!(log.size_bytes(), clean_len);
+            assert_eq!(offsets(&read_all_records(&log)), (0..6).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn recovery_point_limits_which_segments_are_scanned_and_bad_indexes_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            index_interval_bytes: 0,
+            ..small_config()
+        };
+        let mut log = Log::open(dir.path(), config.clone(), 0).unwrap();
+        for i in 0..8 {
+            append(&mut log, 1, 300, i);
+        }
+        assert_eq!(log.segment_count(), 4);
+        let expected = read_all_records(&log);
+        drop(log);
+        // Segment 0 is below the recovery point: its indexes are loaded if sane.
+        let index = segment_file_path(dir.path(), 0, ".index");
+        let timeindex = segment_file_path(dir.path(), 0, ".timeindex");
+        assert!(fs::metadata(&index).unwrap().len() > 0);
+        let good_index = fs::read(&index).unwrap();
+
+        fs::remove_file(&index).unwrap();
+        let log = Log::open(dir.path(), config.clone(), 0).unwrap();
+        assert_eq!(read_all_records(&log), expected);
+        assert_eq!(fs::read(&index).unwrap(), good_index, "rebuilt identically");
+        for fetch in 0..8 {
+            let first = decode_all(&log.read(fetch, 1, i64::MAX).unwrap().records);
+            assert_eq!(first[0].offset, fetch);
+        }
+        drop(log);
+
+        // Corrupt: point the last entry past the end of the log.
+        let mut bad = good_index.clone();
+        let n = bad.len();
+        bad[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
+        fs::write(&index, &bad).unwrap();
+        let log = Log::open(dir.path(), config.clone(), 0).unwrap();
+        assert_eq!(read_all_records(&log), expected);
+        assert_eq!(fs::read(&index).unwrap(), good_index);
+        drop(log);
+
+        // A half entry and a garbage time index.
+        let mut bad = good_index.clone();
+        bad.pop();
+        fs::write(&index, &bad).unwrap();
+        fs::write(&timeindex, [0xffu8; 12]).unwrap();
+        let log = Log::open(dir.path(), config, 0).unwrap();
+        assert_eq!(read_all_records(&log), expected);
+        assert_eq!(fs::read(&index).unwrap(), good_index);
+        assert_eq!(log.offset_for_timestamp(1).unwrap(), Some((1, 1)));
+    }
+
+    #[test]
+    fn open_removes_stray_files_and_keeps_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        append(&mut log, 2, 10, 0);
+        drop(log);
+        for name in [
+            "00000000000000000000.log.deleted",
+            "00000000000000000007.index.swap",
+            "log-start-offset.tmp",
+            "00000000000000000042.index",
+        ] {
+            fs::write(dir.path().join(name), b"junk").unwrap();
+        }
+        let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.log_end_offset(), 2);
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                "00000000000000000000.index",
+                "00000000000000000000.log",
+                "00000000000000000000.timeindex",
+                LOG_START_OFFSET_FILE,
+                RECOVERY_POINT_FILE,
+            ]
+        );
+    }
+
+    #[test]
+    fn offset_for_timestamp_finds_the_earliest_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        // Batches of 3 records with timestamps 1000*i + 0..3, out of order for i = 2.
+        for base_ts in [0, 1000, 500, 3000, 4000, 5000] {
+            append(&mut log, 3, 150, base_ts);
+        }
+        assert!(log.segment_count() > 1);
+        assert_eq!(log.offset_for_timestamp(-1).unwrap(), Some((0, 0)));
+        assert_eq!(log.offset_for_timestamp(1).unwrap(), Some((1, 1)));
+        assert_eq!(log.offset_for_timestamp(3).unwrap(), Some((3, 1000)));
+        assert_eq!(log.offset_for_timestamp(1001).unwrap(), Some((4, 1001)));
+        assert_eq!(log.offset_for_timestamp(1003).unwrap(), Some((9, 3000)));
+        assert_eq!(log.offset_for_timestamp(5002).unwrap(), Some((17, 5002)));
+        assert_eq!(log.offset_for_timestamp(5003).unwrap(), None);
+        assert_eq!(log.max_timestamp_offset(), Some((17, 5002)));
+        // Not below the log start offset.
+        log.delete_records_before(10).unwrap();
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((10, 3001)));
+        // Survives a reopen (time indexes loaded or rebuilt).
+        drop(log);
+        let log = Log::open(dir.path(), small_config(), 0).unwrap();
+        assert_eq!(log.offset_for_timestamp(1003).unwrap(), Some((10, 3001)));
+        assert_eq!(log.max_timestamp_offset(), Some((17, 5002)));
+        // Without a recovery point every segment is recovered (indexes rebuilt); the next
+        // open loads them, and must still know each segment's largest timestamp.
+        let expected: Vec<i64> = log
+            .segments()
+            .iter()
+            .map(LogSegment::max_timestamp)
+            .collect();
+        assert_eq!(expected, vec![3002, 4002, 5002]);
+        drop(log);
+        fs::remove_file(dir.path().join(RECOVERY_POINT_FILE)).unwrap();
+        for _ in 0..2 {
+            let log = Log::open(dir.path(), small_config(), 0).unwrap();
+            let maxima: Vec<i64> = log
+                .segments()
+                .iter()
+                .map(LogSegment::max_timestamp)
+                .collect();
+            assert_eq!(maxima, expected);
+            assert_eq!(log.offset_for_timestamp(1002).unwrap(), Some((10, 3001)));
+            assert_eq!(log.max_timestamp_offset(), Some((17, 5002)));
+        }
+    }
+
+    #[test]
+    fn offset_for_timestamp_answers_compressed_batches_with_their_base_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        append(&mut log, 2, 10, 100);
+        let plain = build_batch(0, 200, &[(None, Some(b"a")), (None, Some(b"b"))]);
+        let mut header = BatchHeader::parse(&plain).unwrap();
+        header.attributes = 1; // gzip; the payload is opaque to the log
+        let mut compressed = encode_batch(&header, b"opaque compressed bytes");
+        log.append_as_leader(&mut compressed, 0).unwrap();
+        assert_eq!(log.offset_for_timestamp(150).unwrap(), Some((2, 201)));
+        assert_eq!(log.max_timestamp_offset(), Some((3, 201)));
+        let data = log.read(2, 1000, i64::MAX).unwrap();
+        assert_eq!(&data.records[8..], &compressed[8..], "stored unchanged");
+    }
+
+    #[test]
+    fn truncate_to_drops_whole_batches_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        for _ in 0..8 {
+            append(&mut log, 2, 200, 0);
+        }
+        assert_eq!(log.segment_count(), 4);
+        log.truncate_to(9).unwrap(); // inside batch [8, 9]
+        assert_eq!(log.log_end_offset(), 8);
+        assert_eq!(
+            log.segment_count(),
+            3,
+            "segment at 8 emptied, later ones deleted"
+        );
+        assert_eq!(offsets(&read_all_records(&log)), (0..8).collect::<Vec<_>>());
+        assert_eq!(append(&mut log, 1, 1, 0).base_offset, 8);
+        log.truncate_to(6).unwrap(); // batch boundary
+        assert_eq!(log.log_end_offset(), 6);
+        assert!(log.recovery_point() <= 6);
+        drop(log);
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        assert_eq!(log.log_end_offset(), 6);
+        assert_eq!(offsets(&read_all_records(&log)), (0..6).collect::<Vec<_>>());
+        // Below the log start offset: start over there.
+        log.delete_records_before(4).unwrap();
+        log.truncate_to(2).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 2));
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(append(&mut log, 1, 1, 0).base_offset, 2);
+    }
+
+    #[test]
+    fn flush_policies_advance_the_recovery_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            flush_messages: 5,
+            flush_ms: 100,
+            ..LogConfig::default()
+        };
+        let mut log = Log::open(dir.path(), config, 0).unwrap();
+        append(&mut log, 3, 1, 1000);
+        assert_eq!(log.recovery_point(), 0);
+        append(&mut log, 2, 1, 1000);
+        assert_eq!(log.recovery_point(), 5, "flush.messages reached");
+        append(&mut log, 1, 1, 2000);
+        assert!(!log.flush_if_due(2099).unwrap());
+        assert!(log.flush_if_due(2100).unwrap());
+        assert_eq!(log.recovery_point(), 6);
+        assert!(!log.flush_if_due(5000).unwrap(), "nothing left to flush");
+        log.close().unwrap();
+        assert_eq!(
+            read_checkpoint(dir.path(), RECOVERY_POINT_FILE).unwrap(),
+            Some(6)
+        );
+    }
+
+    #[test]
+    fn delete_removes_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topic-0");
+        let mut log = Log::open(&path, LogConfig::default(), 0).unwrap();
+        append(&mut log, 1, 1, 0);
+        log.delete().unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn corrupt_checkpoint_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(LOG_START_OFFSET_FILE), b"0\nnot a number\n").unwrap();
+        let err = Log::open(dir.path(), LogConfig::default(), 0).unwrap_err();
+        assert!(matches!(err, Error::CorruptCheckpoint { .. }));
+    }
+}

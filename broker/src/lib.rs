@@ -1,0 +1,13 @@
+//! Tributary: a streaming log broker that speaks the Apache Kafka wire protocol.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`log`] | the partition log on disk: segments, indexes, recovery, retention |
+//! | [`kafka`] | the Kafka protocol: framing, decoding, one handler module per API family |
+//! | [`controller`] | cluster metadata: topics, their ids, partitions and configs |
+//! | [`server`] | process wiring: configuration, listener, partitions, background tasks, shutdown |
+
+pub mod controller;
+pub mod kafka;
+pub mod log;
+pub mod server;

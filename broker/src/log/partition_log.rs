@@ -28,6 +28,10 @@ use crate::log::segment::{
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 /// File holding the recovery point: every batch below it is on disk (fsynced).
 pub const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
+/// Present only between a clean shutdown and the next open: the log was fully flushed, so
+/// the open trusts the last segment instead of validating it batch by batch (Kafka's
+/// `.kafka_cleanshutdown`). Structural checks of its tail still run.
+pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// Suffixes of files a crash may leave behind; `open` removes them.
 const STRAY_SUFFIXES: [&str; 4] = [".tmp", ".deleted", ".cleaned", ".swap"];
 /// Version line of the checkpoint files (Kafka's checkpoint files start with one too).
@@ -155,13 +159,16 @@ impl Log {
 
         let start_checkpoint = read_checkpoint(dir, LOG_START_OFFSET_FILE)?;
         let recovery_checkpoint = read_checkpoint(dir, RECOVERY_POINT_FILE)?.unwrap_or(0);
+        let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean_shutdown = clean_marker.exists();
         let interval = config.index_interval_bytes;
         let mut segments: Vec<LogSegment> = Vec::with_capacity(bases.len().max(1));
         let mut recovered = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
             let is_last = next_base.is_none();
-            let below_recovery_point = next_base.is_some_and(|next| next <= recovery_checkpoint);
+            let below_recovery_point =
+                clean_shutdown || next_base.is_some_and(|next| next <= recovery_checkpoint);
             let path = dir.join(format!("{base:020}{LOG_FILE_SUFFIX}"));
             if below_recovery_point {
                 let segment = LogSegment::load(dir, base, interval, next_base, now_ms)
@@ -201,6 +208,14 @@ impl Log {
             let segment = &mut segments[i];
             let path = segment.log_path().to_path_buf();
             segment.flush().map_err(Error::io("flushing", path))?;
+        }
+
+        if clean_shutdown {
+            // From here on appends may happen: a crash must not find the marker.
+            fs::remove_file(&clean_marker).map_err(Error::io("removing", &clean_marker))?;
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(Error::io("syncing", dir))?;
         }
 
         let first_base = segments[0].base_offset();
@@ -614,16 +629,31 @@ impl Log {
         self.config = config;
     }
 
-    /// Fsyncs everything and writes the recovery point: the clean way to close a log.
+    /// Fsyncs everything and writes the recovery point and the clean-shutdown marker: the
+    /// clean way to close a log.
     pub fn close(mut self) -> Result<()> {
-        self.flush_and_checkpoint()
+        self.close_cleanly()
     }
 
     /// Fsyncs everything and writes the recovery point, so the next open scans only the
-    /// active segment. Done for every log at a clean shutdown.
+    /// active segment.
     pub fn flush_and_checkpoint(&mut self) -> Result<()> {
         self.flush()?;
         self.checkpoint_recovery_point()
+    }
+
+    /// The last act on a log before the process exits cleanly: fsync, checkpoint, and leave
+    /// the clean-shutdown marker so the next open skips validating the active segment.
+    /// Appending afterwards is a bug.
+    pub fn close_cleanly(&mut self) -> Result<()> {
+        self.flush_and_checkpoint()?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(Error::io("creating", &marker))?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Error::io("syncing", &self.dir))
     }
 
     /// Closes the log and removes its directory.
@@ -1383,6 +1413,51 @@ mod tests {
         assert_eq!(
             read_checkpoint(dir.path(), RECOVERY_POINT_FILE).unwrap(),
             Some(6)
+        );
+    }
+
+    /// Flips the last byte of the active segment's `.log`: a CRC mismatch in the last batch
+    /// that leaves its structure intact.
+    fn flip_last_byte(dir: &Path, base_offset: i64) {
+        let path = segment_file_path(dir, base_offset, LOG_FILE_SUFFIX);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+    }
+
+    #[test]
+    fn clean_shutdown_skips_validating_the_active_segment_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        for ts in [1000, 3000, 2000] {
+            append(&mut log, 2, 10, ts);
+        }
+        let max_timestamp = log.max_timestamp_offset();
+        log.close().unwrap();
+        assert!(dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
+
+        // After a clean shutdown the open trusts the tail: a CRC flip goes unnoticed, which
+        // is how we can tell the batch-by-batch validation was skipped.
+        flip_last_byte(dir.path(), 0);
+        let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.log_end_offset(), 6);
+        assert_eq!(
+            log.max_timestamp_offset(),
+            max_timestamp,
+            "the tail's newest timestamp is known without a time index entry"
+        );
+        assert!(
+            !dir.path().join(CLEAN_SHUTDOWN_FILE).exists(),
+            "the marker is consumed by the open"
+        );
+        // A crash now (no close): the next open validates again and cuts the bad batch.
+        drop(log);
+        let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(
+            log.log_end_offset(),
+            4,
+            "the corrupt last batch is truncated"
         );
     }
 

@@ -175,14 +175,17 @@ impl LogSegment {
         let max_relative = u64::try_from(max_relative).unwrap_or(0);
         self.offset_index.sanity_check(self.size, max_relative)?;
         self.time_index.sanity_check(max_relative)?;
-        if self.size > 0 && self.time_index.is_empty() {
-            return Err("time index is empty but the log is not".to_string());
-        }
         let start = self.offset_index.last_entry();
+        if start.is_some() && self.time_index.is_empty() {
+            return Err("time index is empty but the offset index is not".to_string());
+        }
         let mut position = start.map_or(0, |e| u64::from(e.position));
         let mut next_offset = self.base_offset;
         let mut first = true;
         let mut bytes_since_last_entry = 0u64;
+        // The tail after the last index entry may hold newer timestamps than the time index
+        // has seen (it gets an entry only every index interval).
+        let mut tail_max_timestamp = (-1i64, -1i64);
         while position < self.size {
             let header = self
                 .read_header_at(position)
@@ -216,6 +219,9 @@ impl LogSegment {
                 ));
             }
             next_offset = header.next_offset();
+            if header.max_timestamp > tail_max_timestamp.0 {
+                tail_max_timestamp = (header.max_timestamp, header.last_offset());
+            }
             position += header.total_size() as u64;
         }
         if position != self.size {
@@ -235,6 +241,9 @@ impl LogSegment {
         if let Some(last) = self.time_index.last_entry() {
             self.max_timestamp = last.timestamp;
             self.offset_of_max_timestamp = last.offset;
+        }
+        if tail_max_timestamp.0 > self.max_timestamp {
+            (self.max_timestamp, self.offset_of_max_timestamp) = tail_max_timestamp;
         }
         Ok(())
     }

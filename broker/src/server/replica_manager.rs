@@ -423,11 +423,12 @@ impl ReplicaManager {
         }
     }
 
-    /// fsyncs every partition and checkpoints its recovery point (shutdown). Blocking.
+    /// fsyncs every partition, checkpoints its recovery point and marks it cleanly closed.
+    /// The last step of a shutdown: nothing may append afterwards. Blocking.
     pub fn flush_all(&self) -> usize {
         let mut failures = 0;
         for partition in self.all_partitions() {
-            if let Err(e) = partition.log().flush_and_checkpoint() {
+            if let Err(e) = partition.log().close_cleanly() {
                 failures += 1;
                 tracing::error!(
                     topic = %partition.topic, partition = partition.index, error = %e,

@@ -5,7 +5,9 @@
 //!
 //! - `produce`: one producer run; msgs/s, MB/s, p50/p99/p999 latency, broker CPU/RSS.
 //! - `consume`: read N messages from the beginning without a consumer group.
-//! - `disk`: sequential-write bandwidth of a directory, with and without fsync.
+//! - `disk`: sequential-write bandwidth of a directory, with and without fsync, and
+//!   the kernel's system CPU per GB of those writes (optionally after warming the
+//!   page cache with `--warm-page-cache`).
 //! - `suite`: all of the above in one run, one report, PASS/FAIL against the targets.
 //!
 //! Modules:
@@ -151,6 +153,18 @@ struct DiskArgs {
     /// How much to write in each pass.
     #[arg(long, value_parser = units::parse_bytes, default_value = "1GiB")]
     bytes: u64,
+    #[command(flatten)]
+    warm: WarmArgs,
+}
+
+/// `--warm-page-cache`, shared by `disk` and `suite`.
+#[derive(Debug, Args)]
+struct WarmArgs {
+    /// Before anything else, write this many bytes of zeros to a temporary file in the
+    /// data directory (1 MiB writes, no fsync) and delete it, so a fresh VM's guest
+    /// memory is touched once and later figures show the steady state; 0 = off.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "0", value_name = "SIZE")]
+    warm_page_cache: u64,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +177,8 @@ struct SuiteArgs {
     /// The broker's data directory, for the disk bandwidth measurement.
     #[arg(long)]
     data_dir: PathBuf,
+    #[command(flatten)]
+    warm: WarmArgs,
     /// Bytes written by the disk measurement.
     #[arg(long, value_parser = units::parse_bytes, default_value = "1GiB")]
     disk_bytes: u64,
@@ -290,6 +306,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_run(&result, json);
         }
         Command::Disk(args) => {
+            if args.warm.warm_page_cache > 0 {
+                let warm = disk::warm_page_cache(&args.dir, args.warm.warm_page_cache)?;
+                if json {
+                    println!("{}", warm.to_json());
+                } else {
+                    println!("{}", report::warm_table(&warm));
+                }
+            }
             let result = disk::measure(&args.dir, args.bytes)?;
             if json {
                 println!("{}", result.to_json());
@@ -303,6 +327,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bootstrap: args.client.bootstrap,
                 topic_prefix: args.topic_prefix,
                 data_dir: args.data_dir,
+                warm_page_cache_bytes: args.warm.warm_page_cache,
                 disk_bytes: args.disk_bytes,
                 bytes_1k: args.total_bytes,
                 bytes_100: args.small_total_bytes,
@@ -381,6 +406,35 @@ mod tests {
             args.client.extra_config,
             [("socket.nagle.disable".to_string(), "true".to_string())]
         );
+    }
+
+    #[test]
+    fn warm_page_cache_is_off_by_default_and_takes_a_size() {
+        let disk = |extra: &[&str]| {
+            let cli = Cli::try_parse_from(
+                [&["tributary-bench", "disk", "--dir", "/tmp"][..], extra].concat(),
+            )
+            .unwrap();
+            let Command::Disk(args) = cli.command else {
+                panic!("expected disk");
+            };
+            args.warm.warm_page_cache
+        };
+        assert_eq!(disk(&[]), 0);
+        assert_eq!(disk(&["--warm-page-cache", "16GiB"]), 16 << 30);
+        let cli = Cli::try_parse_from([
+            "tributary-bench",
+            "suite",
+            "--data-dir",
+            "/tmp/d",
+            "--warm-page-cache",
+            "1GiB",
+        ])
+        .unwrap();
+        let Command::Suite(args) = cli.command else {
+            panic!("expected suite");
+        };
+        assert_eq!(args.warm.warm_page_cache, 1 << 30);
     }
 
     #[test]

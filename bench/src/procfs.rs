@@ -2,15 +2,20 @@
 //! memory (`status`), and a sampler thread that records the peak RSS during a run.
 //!
 //! ```text
-//!  BrokerProbe::start ──► CpuTimes (before)      sampler thread: VmRSS every 100 ms
+//!  BrokerProbe::watch ──► CpuTicks (before)      sampler thread: VmRSS every 100 ms
 //!        run ...                                   └─► peak_rss_bytes
-//!  BrokerWatch::finish ─► CpuTimes (after) ──► BrokerUsage { cpu_s, rss peak, VmHWM }
+//!  BrokerWatch::finish ─► CpuTicks (after) ──► BrokerUsage { user_s, sys_s, rss peak, VmHWM }
 //! ```
+//!
+//! CPU time is kept split into user time (the broker's own code) and system time (the
+//! kernel working on its behalf, e.g. copying produced bytes into the page cache),
+//! because on a VM the kernel's share varies a lot between runs. [`SelfCpu`] reads the
+//! same figures for this process, so `disk` can measure the kernel's cost of a write.
 //!
 //! The broker may be any process on this machine (ours, Apache Kafka's JVM, Redpanda),
 //! so nothing here assumes anything about it beyond Linux's procfs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,9 +35,56 @@ pub struct CpuTicks {
 }
 
 impl CpuTicks {
-    pub fn total_ticks(self) -> u64 {
-        self.utime_ticks + self.stime_ticks
+    /// Ticks consumed since `earlier` (zero rather than negative if the counters
+    /// went backwards, which they do not for a live process).
+    pub fn since(self, earlier: CpuTicks) -> CpuTicks {
+        CpuTicks {
+            utime_ticks: self.utime_ticks.saturating_sub(earlier.utime_ticks),
+            stime_ticks: self.stime_ticks.saturating_sub(earlier.stime_ticks),
+        }
     }
+}
+
+/// Reads and parses a `stat` file such as `/proc/self/stat`.
+fn read_stat(path: &Path) -> anyhow::Result<CpuTicks> {
+    let line =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_stat(&line)
+}
+
+/// CPU time of this process (all its threads), from `/proc/self/stat`.
+#[derive(Debug, Clone, Copy)]
+pub struct SelfCpu {
+    clock_ticks_per_s: u64,
+}
+
+impl SelfCpu {
+    pub fn new() -> Self {
+        Self {
+            clock_ticks_per_s: clock_ticks_per_s(),
+        }
+    }
+
+    pub fn ticks(&self) -> anyhow::Result<CpuTicks> {
+        read_stat(Path::new("/proc/self/stat"))
+    }
+
+    /// System (kernel) seconds this process has consumed since `start`.
+    pub fn sys_s_since(&self, start: CpuTicks) -> anyhow::Result<f64> {
+        let used = self.ticks()?.since(start);
+        Ok(ticks_to_s(used.stime_ticks, self.clock_ticks_per_s))
+    }
+}
+
+impl Default for SelfCpu {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Clock ticks to seconds.
+pub fn ticks_to_s(ticks: u64, clock_ticks_per_s: u64) -> f64 {
+    ticks as f64 / clock_ticks_per_s.max(1) as f64
 }
 
 /// Parses `utime` and `stime` (fields 14 and 15) out of a `/proc/<pid>/stat` line.
@@ -132,10 +184,7 @@ impl BrokerProbe {
     }
 
     pub fn cpu(&self) -> anyhow::Result<CpuTicks> {
-        let path = self.path("stat");
-        let line = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        parse_stat(&line)
+        read_stat(&self.path("stat"))
     }
 
     pub fn memory(&self) -> anyhow::Result<MemoryStatus> {
@@ -193,8 +242,11 @@ pub struct BrokerWatch {
 /// What the broker spent on one run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BrokerUsage {
-    /// utime + stime consumed during the run.
-    pub cpu_s: f64,
+    /// User time (utime) consumed during the run: the broker's own code.
+    pub user_s: f64,
+    /// System time (stime) consumed during the run: the kernel on the broker's
+    /// behalf (syscalls, copies into the page cache, network stack).
+    pub sys_s: f64,
     /// VmRSS when the run started.
     pub rss_start_bytes: u64,
     /// Highest VmRSS sampled during the run (and at its end).
@@ -204,16 +256,23 @@ pub struct BrokerUsage {
     pub hwm_bytes: u64,
 }
 
+impl BrokerUsage {
+    /// User + system seconds.
+    pub fn cpu_s(&self) -> f64 {
+        self.user_s + self.sys_s
+    }
+}
+
 impl BrokerWatch {
     pub fn finish(mut self) -> anyhow::Result<BrokerUsage> {
         self.stop_sampler();
         let end_cpu = self.probe.cpu()?;
         let end_memory = self.probe.memory()?;
-        let ticks = end_cpu
-            .total_ticks()
-            .saturating_sub(self.start_cpu.total_ticks());
+        let used = end_cpu.since(self.start_cpu);
+        let hz = self.probe.clock_ticks_per_s;
         Ok(BrokerUsage {
-            cpu_s: ticks as f64 / self.probe.clock_ticks_per_s as f64,
+            user_s: ticks_to_s(used.utime_ticks, hz),
+            sys_s: ticks_to_s(used.stime_ticks, hz),
             rss_start_bytes: self.start_memory.rss_bytes,
             rss_peak_bytes: self
                 .peak_rss_bytes
@@ -256,7 +315,6 @@ mod tests {
                 stime_ticks: 75
             }
         );
-        assert_eq!(ticks.total_ticks(), 325);
     }
 
     #[test]
@@ -273,6 +331,40 @@ mod tests {
         assert!(parse_stat("77 tributary R 1 2 3").is_err());
         assert!(parse_stat("77 (tributary) R 1 77").is_err());
         assert!(parse_stat("77 (t) R 1 77 77 0 -1 0 0 0 0 0 x 1 0").is_err());
+    }
+
+    #[test]
+    fn ticks_since_subtract_per_field_and_never_go_negative() {
+        let before = CpuTicks {
+            utime_ticks: 100,
+            stime_ticks: 50,
+        };
+        let after = CpuTicks {
+            utime_ticks: 130,
+            stime_ticks: 250,
+        };
+        assert_eq!(
+            after.since(before),
+            CpuTicks {
+                utime_ticks: 30,
+                stime_ticks: 200
+            }
+        );
+        assert_eq!(
+            before.since(after),
+            CpuTicks {
+                utime_ticks: 0,
+                stime_ticks: 0
+            }
+        );
+        assert_eq!(ticks_to_s(250, 100), 2.5);
+    }
+
+    #[test]
+    fn this_process_reads_its_own_system_time() {
+        let me = SelfCpu::new();
+        let start = me.ticks().unwrap();
+        assert!(me.sys_s_since(start).unwrap() >= 0.0);
     }
 
     #[test]
@@ -297,7 +389,8 @@ mod tests {
         let probe = BrokerProbe::new(std::process::id()).unwrap();
         let watch = probe.watch().unwrap();
         let usage = watch.finish().unwrap();
-        assert!(usage.cpu_s >= 0.0);
+        assert!(usage.user_s >= 0.0 && usage.sys_s >= 0.0);
+        assert_eq!(usage.cpu_s(), usage.user_s + usage.sys_s);
         assert!(usage.rss_peak_bytes >= usage.rss_start_bytes);
         assert!(usage.hwm_bytes > 0);
     }

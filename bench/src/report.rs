@@ -1,6 +1,9 @@
 //! Results and how they are shown: one `RunResult` per produce or consume run, a
 //! Markdown table for people, one JSON object per line for scripts (`--json`), and the
-//! issue's targets as PASS/FAIL checks.
+//! issue's targets as PASS/FAIL checks (plus informational rows without a verdict).
+//!
+//! Broker CPU is always shown split into user time (the broker's own code) and system
+//! time (the kernel on its behalf), next to the total per GB.
 //!
 //! The target logic is pure (figures in, verdicts out) so it is unit-tested without a
 //! broker.
@@ -9,9 +12,9 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use crate::disk::DiskResult;
+use crate::disk::{DiskResult, WarmResult};
 use crate::procfs::BrokerUsage;
-use crate::units::{GB, MIB};
+use crate::units::{per_gb, MIB};
 
 /// Produce latency percentiles, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,8 +67,17 @@ pub struct RunResult {
 impl RunResult {
     /// Broker CPU seconds per GB moved, when the broker was watched.
     pub fn cpu_s_per_gb(&self) -> Option<f64> {
-        let usage = self.broker?;
-        (self.bytes > 0).then(|| usage.cpu_s / (self.bytes as f64 / GB))
+        per_gb(self.broker?.cpu_s(), self.bytes)
+    }
+
+    /// Broker user (own code) CPU seconds per GB moved.
+    pub fn user_s_per_gb(&self) -> Option<f64> {
+        per_gb(self.broker?.user_s, self.bytes)
+    }
+
+    /// Broker system (kernel) CPU seconds per GB moved.
+    pub fn sys_s_per_gb(&self) -> Option<f64> {
+        per_gb(self.broker?.sys_s, self.bytes)
     }
 
     pub fn to_json(&self, disk_fsync_mb_per_s: Option<f64>) -> String {
@@ -93,8 +105,12 @@ impl RunResult {
             .opt_num("latency_max_ms", self.latency.map(|l| l.max_ms))
             .int("errors", self.errors)
             .opt_str("first_error", self.first_error.as_deref())
-            .opt_num("broker_cpu_s", self.broker.map(|b| b.cpu_s))
+            .opt_num("broker_cpu_s", self.broker.map(|b| b.cpu_s()))
+            .opt_num("broker_user_s", self.broker.map(|b| b.user_s))
+            .opt_num("broker_sys_s", self.broker.map(|b| b.sys_s))
             .opt_num("broker_cpu_s_per_gb", self.cpu_s_per_gb())
+            .opt_num("broker_user_s_per_gb", self.user_s_per_gb())
+            .opt_num("broker_sys_s_per_gb", self.sys_s_per_gb())
             .opt_int(
                 "broker_rss_start_bytes",
                 self.broker.map(|b| b.rss_start_bytes),
@@ -115,8 +131,24 @@ impl DiskResult {
             .int("bytes", self.bytes)
             .num("fsync_mb_per_s", self.fsync_mb_per_s)
             .num("fsync_s", self.fsync_s)
+            .num("fsync_sys_s", self.fsync_sys_s)
+            .opt_num("fsync_sys_s_per_gb", self.fsync_sys_s_per_gb())
             .num("cached_mb_per_s", self.cached_mb_per_s)
-            .num("cached_s", self.cached_s);
+            .num("cached_s", self.cached_s)
+            .num("cached_sys_s", self.cached_sys_s)
+            .opt_num("cached_sys_s_per_gb", self.cached_sys_s_per_gb());
+        json.finish()
+    }
+}
+
+impl WarmResult {
+    pub fn to_json(&self) -> String {
+        let mut json = JsonObject::new("warm_page_cache");
+        json.str("dir", &self.dir.display().to_string())
+            .int("bytes", self.bytes)
+            .num("elapsed_s", self.elapsed_s)
+            .num("sys_s", self.sys_s)
+            .opt_num("sys_s_per_gb", self.sys_s_per_gb());
         json.finish()
     }
 }
@@ -242,15 +274,15 @@ pub fn runs_table(runs: &[RunResult], disk_fsync_mb_per_s: Option<f64>) -> Strin
     let mut out = String::new();
     out.push_str(
         "| run | partitions | acks | messages | s | msgs/s | MB/s | ÷ disk fsync \
-         | p50 ms | p99 ms | p999 ms | max ms | errors | broker CPU s | CPU s/GB \
-         | RSS start MiB | RSS peak MiB |\n",
+         | p50 ms | p99 ms | p999 ms | max ms | errors | broker user s | broker sys s \
+         | user s/GB | CPU s/GB | RSS start MiB | RSS peak MiB |\n",
     );
-    out.push_str("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    out.push_str("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for run in runs {
         let disk_ratio = disk_fsync_mb_per_s.and_then(|disk| ratio(run.mb_per_s, disk));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             run.label,
             run.partitions,
             run.acks.unwrap_or("-"),
@@ -264,7 +296,9 @@ pub fn runs_table(runs: &[RunResult], disk_fsync_mb_per_s: Option<f64>) -> Strin
             fmt_opt(run.latency.map(|l| l.p999_ms), 2),
             fmt_opt(run.latency.map(|l| l.max_ms), 2),
             run.errors,
-            fmt_opt(run.broker.map(|b| b.cpu_s), 2),
+            fmt_opt(run.broker.map(|b| b.user_s), 2),
+            fmt_opt(run.broker.map(|b| b.sys_s), 2),
+            fmt_opt(run.user_s_per_gb(), 2),
             fmt_opt(run.cpu_s_per_gb(), 2),
             fmt_mib(run.broker.map(|b| b.rss_start_bytes)),
             fmt_mib(run.broker.map(|b| b.rss_peak_bytes)),
@@ -273,19 +307,37 @@ pub fn runs_table(runs: &[RunResult], disk_fsync_mb_per_s: Option<f64>) -> Strin
     out
 }
 
-/// The Markdown table of a disk measurement.
+/// The Markdown table of a disk measurement; `sys s` is this process's system CPU
+/// time for the pass, i.e. the kernel's cost of the write.
 pub fn disk_table(disk: &DiskResult) -> String {
     format!(
-        "| disk ({}) | bytes | s | MB/s |\n|---|--:|--:|--:|\n\
-         | write + fsync | {} | {:.2} | {:.1} |\n\
-         | write, page cache only | {} | {:.2} | {:.1} |\n",
+        "| disk ({}) | bytes | s | MB/s | sys s | sys s/GB |\n|---|--:|--:|--:|--:|--:|\n\
+         | write + fsync | {} | {:.2} | {:.1} | {:.2} | {} |\n\
+         | write, page cache only | {} | {:.2} | {:.1} | {:.2} | {} |\n",
         disk.dir.display(),
         disk.bytes,
         disk.fsync_s,
         disk.fsync_mb_per_s,
+        disk.fsync_sys_s,
+        fmt_opt(disk.fsync_sys_s_per_gb(), 2),
         disk.bytes,
         disk.cached_s,
         disk.cached_mb_per_s,
+        disk.cached_sys_s,
+        fmt_opt(disk.cached_sys_s_per_gb(), 2),
+    )
+}
+
+/// The Markdown table of a page-cache warm-up.
+pub fn warm_table(warm: &WarmResult) -> String {
+    format!(
+        "| page-cache warm-up ({}) | bytes | s | sys s | sys s/GB |\n|---|--:|--:|--:|--:|\n\
+         | write zeros, delete | {} | {:.2} | {:.2} | {} |\n",
+        warm.dir.display(),
+        warm.bytes,
+        warm.elapsed_s,
+        warm.sys_s,
+        fmt_opt(warm.sys_s_per_gb(), 2),
     )
 }
 
@@ -296,6 +348,8 @@ pub enum Verdict {
     Fail,
     /// The figure could not be measured (e.g. no `--broker-pid`); says why.
     NotMeasured(&'static str),
+    /// An informational figure with no limit: never passes or fails.
+    Info,
 }
 
 impl Verdict {
@@ -304,6 +358,7 @@ impl Verdict {
             Verdict::Pass => "PASS",
             Verdict::Fail => "FAIL",
             Verdict::NotMeasured(_) => "n/a",
+            Verdict::Info => "info",
         }
     }
 }
@@ -341,6 +396,25 @@ impl Check {
         Self::compare(target, measured, unit, format!("≤ {maximum}"), |v| {
             v <= maximum
         })
+    }
+
+    /// A figure shown for context, with no limit and no PASS/FAIL.
+    pub fn info(
+        target: impl Into<String>,
+        measured: Result<f64, &'static str>,
+        unit: &'static str,
+    ) -> Self {
+        let (measured, verdict) = match measured {
+            Ok(value) => (Some(value), Verdict::Info),
+            Err(reason) => (None, Verdict::NotMeasured(reason)),
+        };
+        Self {
+            target: target.into(),
+            measured,
+            unit,
+            limit: "-".into(),
+            verdict,
+        }
     }
 
     fn compare(
@@ -387,11 +461,30 @@ pub struct TargetInputs<'a> {
     /// The consume run and the produce run that wrote the topic it read.
     pub consume: Option<(&'a RunResult, &'a RunResult)>,
     pub rss_idle_bytes: Option<u64>,
+    /// The kernel's system CPU seconds per GB for page-cache writes, measured by the
+    /// `disk` step of the same run.
+    pub page_cache_sys_s_per_gb: Option<f64>,
     /// Highest broker RSS sampled during any load run.
     pub rss_peak_under_load_bytes: Option<u64>,
 }
 
 const NO_PID: &str = "no --broker-pid";
+const NO_PAGE_CACHE_COST: &str = "page-cache write cost not measured";
+
+/// Broker CPU s/GB minus the kernel's page-cache write cost in s/GB: roughly what the
+/// broker itself costs per GB once the unavoidable copy into the page cache is
+/// taken out.
+pub fn cpu_net_of_page_cache(
+    run: &RunResult,
+    page_cache_sys_s_per_gb: Option<f64>,
+) -> Result<f64, &'static str> {
+    if run.broker.is_none() {
+        return Err(NO_PID);
+    }
+    let cpu = run.cpu_s_per_gb().ok_or("nothing was produced")?;
+    let kernel = page_cache_sys_s_per_gb.ok_or(NO_PAGE_CACHE_COST)?;
+    Ok(cpu - kernel)
+}
 
 /// The issue's targets: 1 KiB produce ≥ 50% of disk fsync bandwidth, broker CPU
 /// ≤ 1 core-second per GB ingested, consume ≥ 1.5× produce, broker RSS ≤ 50 MiB idle
@@ -422,6 +515,17 @@ pub fn check_targets(inputs: &TargetInputs<'_>) -> Vec<Check> {
             format!("broker CPU per GB ingested, 1 KiB acks={acks}"),
             cpu,
             1.0,
+            "core-s/GB",
+        ));
+    }
+    for run in &inputs.produce_1k {
+        let acks = run.acks.unwrap_or("?");
+        checks.push(Check::info(
+            format!(
+                "broker CPU per GB minus the kernel's page-cache write cost per GB \
+                 (same run), 1 KiB acks={acks}"
+            ),
+            cpu_net_of_page_cache(run, inputs.page_cache_sys_s_per_gb),
             "core-s/GB",
         ));
     }
@@ -463,7 +567,7 @@ pub fn targets_table(checks: &[Check]) -> String {
             (_, Some(value)) => format!("{value:.2} {}", check.unit),
             (_, None) => "-".to_string(),
         };
-        let limit = if check.unit == "ratio" {
+        let limit = if check.limit == "-" || check.unit == "ratio" {
             check.limit.clone()
         } else {
             format!("{} {}", check.limit, check.unit)
@@ -502,8 +606,10 @@ mod tests {
             latency: None,
             errors: 0,
             first_error: None,
+            // Halves, so user + sys adds back up to exactly `cpu_s`.
             broker: cpu_s.map(|cpu_s| BrokerUsage {
-                cpu_s,
+                user_s: cpu_s / 2.0,
+                sys_s: cpu_s / 2.0,
                 rss_start_bytes: 10 << 20,
                 rss_peak_bytes: 100 << 20,
                 hwm_bytes: 120 << 20,
@@ -522,6 +628,60 @@ mod tests {
     }
 
     #[test]
+    fn user_and_sys_per_gb_add_up_to_the_total() {
+        let mut split = run("1", 100.0, Some(1.0));
+        split.broker = split.broker.map(|b| BrokerUsage {
+            user_s: 0.3,
+            sys_s: 1.7,
+            ..b
+        });
+        // 2 GB moved: 0.3 s user, 1.7 s sys, 2.0 s in all.
+        assert_eq!(split.user_s_per_gb(), Some(0.15));
+        assert_eq!(split.sys_s_per_gb(), Some(0.85));
+        assert_eq!(split.cpu_s_per_gb(), Some(1.0));
+        let mut nothing = split.clone();
+        nothing.bytes = 0;
+        assert_eq!(nothing.user_s_per_gb(), None);
+        assert_eq!(run("1", 100.0, None).user_s_per_gb(), None);
+    }
+
+    #[test]
+    fn cpu_net_of_page_cache_subtracts_the_kernel_cost_per_gb() {
+        // 3 s over 2 GB = 1.5 s/GB; the kernel's page-cache copy costs 0.5 s/GB.
+        let measured = run("1", 100.0, Some(3.0));
+        assert_eq!(cpu_net_of_page_cache(&measured, Some(0.5)), Ok(1.0));
+        // A kernel cost above the broker's total shows as negative, not clamped.
+        assert_eq!(cpu_net_of_page_cache(&measured, Some(2.0)), Ok(-0.5));
+        assert_eq!(
+            cpu_net_of_page_cache(&measured, None),
+            Err(NO_PAGE_CACHE_COST)
+        );
+        assert_eq!(
+            cpu_net_of_page_cache(&run("1", 100.0, None), Some(0.5)),
+            Err(NO_PID)
+        );
+    }
+
+    #[test]
+    fn the_net_cpu_rows_are_informational_and_never_fail() {
+        // 4 s/GB would fail the CPU target; the net row only reports 4 - 0.5.
+        let heavy = run("all", 300.0, Some(8.0));
+        let checks = check_targets(&TargetInputs {
+            disk_fsync_mb_per_s: Some(500.0),
+            produce_1k: vec![&heavy],
+            page_cache_sys_s_per_gb: Some(0.5),
+            ..TargetInputs::default()
+        });
+        assert_eq!(checks[1].verdict, Verdict::Fail);
+        assert_eq!(checks[2].verdict, Verdict::Info);
+        assert_eq!(checks[2].measured, Some(3.5));
+        assert!(checks[2].target.contains("minus the kernel's page-cache"));
+        let table = targets_table(&checks);
+        assert!(table.contains("| 3.50 core-s/GB | - | info |"), "{table}");
+        assert!(checks[2].to_json().contains(r#""verdict":"info""#));
+    }
+
+    #[test]
     fn every_target_passes_when_figures_are_inside_the_limits() {
         let acks1 = run("1", 300.0, Some(1.0));
         let acks_all = run("all", 250.0, Some(1.8));
@@ -531,9 +691,13 @@ mod tests {
             produce_1k: vec![&acks1, &acks_all],
             consume: Some((&consume, &acks1)),
             rss_idle_bytes: Some(20 << 20),
+            page_cache_sys_s_per_gb: Some(0.2),
             rss_peak_under_load_bytes: Some(200 << 20),
         });
-        assert_eq!(verdicts(&checks), ["PASS"; 7]);
+        assert_eq!(
+            verdicts(&checks),
+            ["PASS", "PASS", "PASS", "PASS", "info", "info", "PASS", "PASS", "PASS"]
+        );
         assert_eq!(checks[0].measured, Some(0.6));
         assert_eq!(checks[2].measured, Some(0.5));
     }
@@ -547,10 +711,14 @@ mod tests {
             produce_1k: vec![&slow],
             consume: Some((&consume, &slow)),
             rss_idle_bytes: Some(51 << 20),
+            page_cache_sys_s_per_gb: Some(0.2),
             rss_peak_under_load_bytes: Some(300 << 20),
         });
         // 0.4 of disk, 1.1 s/GB, 1.25× consume, 51 MiB idle, 300 MiB peak.
-        assert_eq!(verdicts(&checks), ["FAIL"; 5]);
+        assert_eq!(
+            verdicts(&checks),
+            ["FAIL", "FAIL", "info", "FAIL", "FAIL", "FAIL"]
+        );
     }
 
     #[test]
@@ -562,9 +730,13 @@ mod tests {
             produce_1k: vec![&exact],
             consume: Some((&consume, &exact)),
             rss_idle_bytes: Some(50 << 20),
+            page_cache_sys_s_per_gb: Some(0.2),
             rss_peak_under_load_bytes: Some(256 << 20),
         });
-        assert_eq!(verdicts(&checks), ["PASS"; 5]);
+        assert_eq!(
+            verdicts(&checks),
+            ["PASS", "PASS", "info", "PASS", "PASS", "PASS"]
+        );
     }
 
     #[test]
@@ -574,7 +746,7 @@ mod tests {
             produce_1k: vec![&no_pid],
             ..TargetInputs::default()
         });
-        assert_eq!(verdicts(&checks), ["n/a"; 5]);
+        assert_eq!(verdicts(&checks), ["n/a"; 6]);
         assert_eq!(checks[1].verdict, Verdict::NotMeasured(NO_PID));
         assert!(targets_table(&checks).contains("(no --broker-pid)"));
     }
@@ -598,6 +770,10 @@ mod tests {
         let line = run("1", 250.0, Some(1.0)).to_json(Some(500.0));
         assert!(line.contains(r#""disk_ratio":0.5"#), "{line}");
         assert!(line.contains(r#""broker_cpu_s_per_gb":0.5"#), "{line}");
+        assert!(line.contains(r#""broker_user_s":0.5"#), "{line}");
+        assert!(line.contains(r#""broker_sys_s":0.5"#), "{line}");
+        assert!(line.contains(r#""broker_user_s_per_gb":0.25"#), "{line}");
+        assert!(line.contains(r#""broker_sys_s_per_gb":0.25"#), "{line}");
     }
 
     #[test]
@@ -607,5 +783,17 @@ mod tests {
         assert_eq!(table.lines().count(), 4);
         assert!(table.contains("| 75% |"), "{table}");
         assert!(table.contains("| 50% |"), "{table}");
+        assert!(
+            table.contains("| broker user s | broker sys s | user s/GB | CPU s/GB |"),
+            "{table}"
+        );
+        // 1 s over 2 GB: 0.50 user s, 0.50 sys s, 0.25 user s/GB, 0.50 CPU s/GB.
+        assert!(table.contains("| 0.50 | 0.50 | 0.25 | 0.50 |"), "{table}");
+        let columns = |line: &str| line.matches('|').count();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines.iter().all(|l| columns(l) == columns(lines[0])),
+            "{table}"
+        );
     }
 }

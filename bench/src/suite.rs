@@ -2,11 +2,16 @@
 //! in one report.
 //!
 //! ```text
-//!  broker RSS idle ─► disk (fsync, page cache) ─► produce {100 B, 1 KiB} × {acks=1, all}
+//!  [warm the page cache] ─► broker RSS idle
+//!    ─► disk (fsync, page cache, kernel sys s/GB) ─► produce {100 B, 1 KiB} × {acks=1, all}
 //!    ─► produce 1 KiB × N partitions ─► consume the 1 KiB acks=1 topic
 //!    ─► fixed-rate latency runs (1 KiB, half the measured rate) ─► RSS after load
 //!    ─► delete the topics ─► tables + PASS/FAIL against the targets
 //! ```
+//!
+//! The disk step's page-cache pass also yields the kernel's system CPU per GB for a
+//! page-cache write; the report subtracts it from the broker's CPU per GB (an
+//! informational row) so the broker's own cost can be read apart from the kernel's.
 //!
 //! Each produce run writes a fresh topic, sized by bytes and capped by time, so the
 //! whole suite finishes in bounded time (about two minutes with the defaults).
@@ -29,6 +34,8 @@ pub struct SuiteOptions {
     pub bootstrap: String,
     pub topic_prefix: String,
     pub data_dir: PathBuf,
+    /// Bytes of zeros to write and delete in `data_dir` before anything else; 0 = off.
+    pub warm_page_cache_bytes: u64,
     pub broker: Option<BrokerProbe>,
     pub disk_bytes: u64,
     /// Bytes to produce in each 1 KiB run.
@@ -56,6 +63,21 @@ pub struct SuiteOptions {
 /// delivery failures), never on a missed target.
 pub fn run(options: &SuiteOptions) -> anyhow::Result<()> {
     let broker = options.broker.as_ref();
+    let warm = if options.warm_page_cache_bytes > 0 {
+        progress(&format!(
+            "warming the page cache: writing and deleting {} in {}",
+            format_bytes(options.warm_page_cache_bytes),
+            options.data_dir.display()
+        ));
+        let warm = disk::warm_page_cache(&options.data_dir, options.warm_page_cache_bytes)?;
+        progress(&format!(
+            "warm-up: {:.1} s, {:.2} s system CPU",
+            warm.elapsed_s, warm.sys_s
+        ));
+        Some(warm)
+    } else {
+        None
+    };
     let rss_idle_bytes = broker.map(|b| b.memory()).transpose()?.map(|m| m.rss_bytes);
 
     progress(&format!(
@@ -197,6 +219,7 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<()> {
         produce_1k: vec![&runs[kib_acks1], &runs[kib_acks_all]],
         consume: Some((&runs[consume_index], &runs[kib_acks1])),
         rss_idle_bytes,
+        page_cache_sys_s_per_gb: disk.cached_sys_s_per_gb(),
         rss_peak_under_load_bytes: runs
             .iter()
             .filter_map(|r| r.broker.map(|b| b.rss_peak_bytes))
@@ -206,6 +229,9 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<()> {
     let rss_after_bytes = rss_after_bytes.map(|m| m.rss_bytes);
 
     if options.json {
+        if let Some(warm) = &warm {
+            println!("{}", warm.to_json());
+        }
         println!("{}", disk.to_json());
         for run in &runs {
             println!("{}", run.to_json(disk_fsync));
@@ -230,6 +256,9 @@ pub fn run(options: &SuiteOptions) -> anyhow::Result<()> {
             "## Tributary benchmark suite against {}\n",
             options.bootstrap
         );
+        if let Some(warm) = &warm {
+            println!("{}", report::warm_table(warm));
+        }
         println!("{}", report::disk_table(&disk));
         println!("{}", report::runs_table(&runs, disk_fsync));
         let mib =
@@ -341,6 +370,7 @@ mod tests {
             bootstrap: cluster.bootstrap_servers(),
             topic_prefix: "suite".into(),
             data_dir: data_dir.clone(),
+            warm_page_cache_bytes: 1 << 20,
             broker: Some(BrokerProbe::new(std::process::id()).unwrap()),
             disk_bytes: 1 << 20,
             bytes_1k: 256 << 10,

@@ -78,6 +78,11 @@ pub fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
     }
 }
 
+/// `seconds` per decimal GB of `bytes` (CPU s/GB); `None` when nothing was moved.
+pub fn per_gb(seconds: f64, bytes: u64) -> Option<f64> {
+    (bytes > 0).then(|| seconds / (bytes as f64 / GB))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +123,15 @@ mod tests {
     fn rates_are_decimal_megabytes() {
         assert_eq!(mb_per_s(2_000_000, 2.0), 1.0);
         assert_eq!(mb_per_s(1, 0.0), 0.0);
+    }
+
+    #[test]
+    fn per_gb_divides_by_decimal_gigabytes() {
+        assert_eq!(per_gb(1.0, 2_000_000_000), Some(0.5));
+        assert_eq!(per_gb(3.0, 1_000_000_000), Some(3.0));
+        // 1 GiB is 1.073741824 GB.
+        let per_gib = per_gb(2.0, 1 << 30).unwrap();
+        assert!((per_gib - 2.0 / 1.073_741_824).abs() < 1e-12, "{per_gib}");
+        assert_eq!(per_gb(1.0, 0), None);
     }
 }

@@ -356,12 +356,6 @@ impl BrokerConfig {
                 self.default_replication_factor, self.default_replication_factor
             )));
         }
-        if self.log.max_message_bytes as u64 > self.log.segment_bytes {
-            return Err(ConfigError::Conflict(format!(
-                "message.max.bytes={} is larger than log.segment.bytes={}: such a batch fits no segment",
-                self.log.max_message_bytes, self.log.segment_bytes
-            )));
-        }
         if self.log.max_message_bytes >= self.socket_request_max_bytes {
             return Err(ConfigError::Conflict(format!(
                 "message.max.bytes={} must be below socket.request.max.bytes={}",
@@ -490,14 +484,16 @@ mod tests {
         assert!(err.contains("PLAINTEXT"), "{err}");
         let err = BrokerConfig::from_properties(&props(&[
             ("message.max.bytes", "2000"),
-            ("log.segment.bytes", "1000"),
+            ("socket.request.max.bytes", "1000"),
         ]))
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("message.max.bytes") && err.contains("log.segment.bytes"),
+            err.contains("message.max.bytes") && err.contains("socket.request.max.bytes"),
             "{err}"
         );
+        // A batch larger than a segment gets a segment of its own, as in Kafka.
+        assert!(BrokerConfig::from_properties(&props(&[("log.segment.bytes", "1048576")])).is_ok());
         assert!(Properties::default()
             .merge_overrides(&["novalue".into()])
             .is_err());

@@ -162,23 +162,29 @@ fn hostname() -> String {
 
 async fn retention_task(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
     let period = Duration::from_millis(ctx.config.log_retention_check_interval_ms);
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let replicas = ctx.replicas.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || replicas.run_retention(now_ms())).await
-        {
-            tracing::error!(error = %e, "retention task failed");
-        }
-    }
+    every(period, shutdown, "retention", move || {
+        ctx.replicas.run_retention(now_ms());
+    })
+    .await;
 }
 
 async fn flush_task(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
     let period = Duration::from_millis(ctx.config.log_flush_scheduler_interval_ms);
+    every(period, shutdown, "flush", move || {
+        ctx.replicas.flush_due(now_ms())
+    })
+    .await;
+}
+
+/// Runs blocking `work` on the blocking pool every `period` until `shutdown`; a run that
+/// overruns delays the next instead of piling up.
+async fn every(
+    period: Duration,
+    shutdown: CancellationToken,
+    name: &'static str,
+    work: impl Fn() + Send + Sync + 'static,
+) {
+    let work = Arc::new(work);
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -186,9 +192,9 @@ async fn flush_task(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let replicas = ctx.replicas.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || replicas.flush_due(now_ms())).await {
-            tracing::error!(error = %e, "flush task failed");
+        let work = work.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || work()).await {
+            tracing::error!(task = name, error = %e, "background task failed");
         }
     }
 }

@@ -510,6 +510,60 @@ fn fetch_returns_a_whole_first_batch_larger_than_partition_max_bytes() {
 }
 
 #[test]
+fn fetch_max_bytes_bounds_the_response_after_the_first_partition() {
+    // KIP-74: only the first partition with data may exceed the response's max_bytes; a
+    // later partition whose next batch does not fit the remaining budget returns nothing
+    // (and the consumer fetches it next time).
+    let broker = TestBroker::start(&[]);
+    create_topic(&broker.bootstrap(), "two", 2, &[]);
+    let mut raw = RawClient::connect_negotiated(broker.addr());
+    for p in 0..2 {
+        let (code, _) = raw.produce("two", p, record_batch(1, 10_000).freeze(), 1);
+        assert_eq!(code, 0);
+    }
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+    use kafka_protocol::messages::ApiKey;
+    let version = raw.version(ApiKey::Fetch, 12);
+    let partition = |p: i32| {
+        FetchPartition::default()
+            .with_partition(p)
+            .with_fetch_offset(0)
+            .with_current_leader_epoch(-1)
+            .with_log_start_offset(-1)
+            .with_partition_max_bytes(1 << 20)
+    };
+    let fetch = |raw: &mut RawClient, max_bytes: i32| {
+        let req = FetchRequest::default()
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(max_bytes)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic_name("two"))
+                .with_partitions(vec![partition(0), partition(1)])]);
+        let resp = raw.send(req, version);
+        resp.responses[0]
+            .partitions
+            .iter()
+            .map(|p| {
+                assert_eq!(p.error_code, 0);
+                p.records.as_ref().map_or(0, |r| r.len())
+            })
+            .collect::<Vec<_>>()
+    };
+    let sizes = fetch(&mut raw, 15_000);
+    assert!(
+        sizes[0] > 10_000,
+        "first partition gets its batch: {sizes:?}"
+    );
+    assert_eq!(sizes[1], 0, "second batch does not fit the rest: {sizes:?}");
+    let sizes = fetch(&mut raw, 1 << 20);
+    assert!(
+        sizes[0] > 10_000 && sizes[1] > 10_000,
+        "both fit: {sizes:?}"
+    );
+}
+
+#[test]
 fn fetch_long_polls_until_max_wait_or_new_data() {
     let broker = TestBroker::start(&[]);
     create_topic(&broker.bootstrap(), "lp", 1, &[]);

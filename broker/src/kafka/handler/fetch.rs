@@ -79,7 +79,12 @@ fn read_pass(wanted: &[Wanted], response_max_bytes: usize) -> Vec<Found> {
                 };
             }
             match log.read(w.fetch_offset, budget.max(1), high_watermark) {
-                Ok(FetchData { records, .. }) => {
+                Ok(FetchData { mut records, .. }) => {
+                    // The log always returns at least one whole batch; only the first
+                    // partition with data may use that exception (KIP-74).
+                    if total > 0 && records.len() > budget {
+                        records = Bytes::new();
+                    }
                     total += records.len();
                     Found {
                         error: 0,

@@ -492,3 +492,11 @@ fn acks_zero_produce_of_corrupt_batch_does_not_break_the_connection_for_others()
     );
     assert_broker_serves(&mut broker);
 }
+
+#[test]
+fn idle_connection_is_closed_after_connections_max_idle_ms() {
+    let mut broker = TestBroker::start(&[("connections.max.idle.ms", "1000")]);
+    let mut idle = RawClient::connect(broker.addr());
+    assert_closed(&mut idle, "connections.max.idle.ms of silence");
+    assert_broker_serves(&mut broker);
+}

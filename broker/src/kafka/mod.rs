@@ -212,11 +212,18 @@ pub async fn serve_connection(
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
     let max = ctx.config.socket_request_max_bytes;
+    let idle = std::time::Duration::from_millis(ctx.config.connections_max_idle_ms);
     loop {
         let frame = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            frame = read_frame(&mut reader, max) => frame?,
+            frame = tokio::time::timeout(idle, read_frame(&mut reader, max)) => match frame {
+                Ok(frame) => frame?,
+                Err(_) => {
+                    tracing::debug!(?peer, ?idle, "closing idle connection");
+                    break;
+                }
+            },
         };
         let frame = match frame {
             Ok(Some(frame)) => frame,

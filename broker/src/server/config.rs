@@ -195,6 +195,9 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: u32,
     /// `max.connections`: accepted connections beyond this wait for a free slot.
     pub max_connections: usize,
+    /// `connections.max.idle.ms`: a connection that sends no request for this long is
+    /// closed.
+    pub connections_max_idle_ms: u64,
     /// `shutdown.grace.ms`: how long in-flight requests may run after a stop signal.
     pub shutdown_grace_ms: u64,
 }
@@ -217,6 +220,7 @@ impl Default for BrokerConfig {
             log_flush_scheduler_interval_ms: 1_000,
             socket_request_max_bytes: 104_857_600,
             max_connections: 10_000,
+            connections_max_idle_ms: 600_000,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -248,6 +252,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "message.max.bytes",
     "socket.request.max.bytes",
     "max.connections",
+    "connections.max.idle.ms",
     "shutdown.grace.ms",
 ];
 
@@ -335,6 +340,10 @@ impl BrokerConfig {
         }
         if let Some(v) = props.get("max.connections") {
             c.max_connections = parse_num("max.connections", v, 1, 1 << 20)? as usize;
+        }
+        if let Some(v) = props.get("connections.max.idle.ms") {
+            c.connections_max_idle_ms =
+                parse_num("connections.max.idle.ms", v, 1, i64::MAX)? as u64;
         }
         if let Some(v) = props.get("shutdown.grace.ms") {
             c.shutdown_grace_ms = parse_num("shutdown.grace.ms", v, 0, i64::MAX)? as u64;

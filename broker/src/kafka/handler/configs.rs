@@ -103,6 +103,10 @@ fn broker_entries(config: &BrokerConfig) -> Vec<(&'static str, String)> {
             config.socket_request_max_bytes.to_string(),
         ),
         ("max.connections", config.max_connections.to_string()),
+        (
+            "connections.max.idle.ms",
+            config.connections_max_idle_ms.to_string(),
+        ),
     ]
 }
 

@@ -500,3 +500,13 @@ fn idle_connection_is_closed_after_connections_max_idle_ms() {
     assert_closed(&mut idle, "connections.max.idle.ms of silence");
     assert_broker_serves(&mut broker);
 }
+
+#[test]
+fn produce_without_a_record_batch_is_invalid_record() {
+    let mut broker = TestBroker::start(&[]);
+    create_topic(&broker.bootstrap(), "empty-produce", 1, &[]);
+    let mut raw = RawClient::connect_negotiated(broker.addr());
+    let (code, _) = raw.produce("empty-produce", 0, Bytes::new(), 1);
+    assert_eq!(code, 87, "INVALID_RECORD");
+    assert_broker_serves(&mut broker);
+}

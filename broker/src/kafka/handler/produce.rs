@@ -55,8 +55,9 @@ pub async fn produce(
                             appends.push((partition.clone(), records));
                             Slot::Append(appends.len() - 1)
                         }
+                        // Kafka's ProduceRequest.validateRecords: at least one batch.
                         _ => Slot::Error(
-                            ResponseError::CorruptMessage.code(),
+                            ResponseError::InvalidRecord.code(),
                             "the request carries no record batch".into(),
                         ),
                     }

@@ -5,9 +5,11 @@
 //! | [`log`] | the partition log on disk: segments, indexes, recovery, retention |
 //! | [`kafka`] | the Kafka protocol: framing, decoding, one handler module per API family |
 //! | [`controller`] | cluster metadata: topics, their ids, partitions and configs |
+//! | [`group`] | consumer groups: the classic-protocol membership state machine |
 //! | [`server`] | process wiring: configuration, listener, partitions, background tasks, shutdown |
 
 pub mod controller;
+pub mod group;
 pub mod kafka;
 pub mod log;
 pub mod server;

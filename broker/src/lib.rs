@@ -6,8 +6,10 @@
 //! | [`kafka`] | the Kafka protocol: framing, decoding, one handler module per API family |
 //! | [`controller`] | cluster metadata: topics, their ids, partitions and configs |
 //! | [`group`] | consumer groups: the classic-protocol membership state machine |
+//! | [`cli`] | the admin command line (`tributary topics ...`): a blocking `kafka-protocol` client |
 //! | [`server`] | process wiring: configuration, listener, partitions, background tasks, shutdown |
 
+pub mod cli;
 pub mod controller;
 pub mod group;
 pub mod kafka;

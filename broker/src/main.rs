@@ -1,5 +1,6 @@
-//! The `tributary` binary: `broker` (the production entry point) and `dev` (one broker on
-//! localhost with topic auto-creation, for trying things out).
+//! The `tributary` binary: `broker` (the production entry point), `dev` (one broker on
+//! localhost with topic auto-creation, for trying things out) and `topics` (the admin CLI,
+//! see [`tributary::cli`]).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tributary::cli::topics::TopicsArgs;
 use tributary::server::config::{BrokerConfig, Properties};
 use tributary::server::Broker;
 
@@ -45,6 +47,8 @@ enum Command {
         #[arg(long = "override", short = 'o', value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Manage topics on a running broker: list, describe, create, delete, alter, configs.
+    Topics(TopicsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         .init();
 
     let (props, dev) = match cli.command {
+        Command::Topics(args) => topics(args),
         Command::Broker { config, overrides } => {
             let mut props = match &config {
                 Some(path) => Properties::from_file(path)?,
@@ -93,6 +98,18 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(run(config, dev))
+}
+
+/// The admin CLI: a short-lived blocking client that needs no runtime. Errors, including
+/// Kafka error codes, go to stderr and exit with status 1.
+fn topics(args: TopicsArgs) -> ! {
+    match tributary::cli::topics::run(args, &mut std::io::stdout().lock()) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1)
+        }
+    }
 }
 
 async fn run(config: BrokerConfig, dev: bool) -> anyhow::Result<()> {

@@ -174,7 +174,7 @@ pub async fn create_partitions(
                 let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
                 let outcome = if replicas.topic(&t.name.0).is_none() {
                     Err(unknown_topic(&t.name.0))
-                } else if t.assignments.is_some() {
+                } else if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
                     Err(ApiError::new(
                         ResponseError::InvalidReplicaAssignment,
                         "manual replica assignment is not supported; leave it to the broker",

@@ -1,0 +1,100 @@
+//! The admin command line: `tributary topics ...`, in the spirit of Kafka's
+//! `kafka-topics.sh` and `kafka-configs.sh`.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`client`] | [`client::AdminClient`]: one blocking TCP connection, ApiVersions negotiation, request/response framing |
+//! | [`topics`] | the `topics` subcommands (clap types), the requests they send and their plain-text output |
+//!
+//! ```text
+//! main ──▶ topics::run ──▶ AdminClient::send(CreateTopicsRequest, ...) ──TCP──▶ broker
+//!                 │ stdout: aligned text            stderr: `error: ...`, exit status 1
+//! ```
+//!
+//! The CLI is synchronous on purpose: one request at a time over a `std::net::TcpStream`
+//! with read and write timeouts, so it needs neither the tokio runtime nor tracing and it
+//! links no C library (no librdkafka). Kafka error codes in responses become
+//! [`Error::Broker`], named as `kafka_protocol::ResponseError` names them.
+
+pub mod client;
+pub mod topics;
+
+use std::net::SocketAddr;
+
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::ResponseError;
+
+/// Everything an admin command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot resolve bootstrap server {bootstrap}: {source}")]
+    Resolve {
+        bootstrap: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to bootstrap server {bootstrap}: {source}")]
+    Connect {
+        bootstrap: String,
+        source: std::io::Error,
+    },
+    #[error("{api:?} request to {addr} failed: {source}")]
+    Io {
+        api: ApiKey,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot encode {api:?} v{version}: {message}")]
+    Encode {
+        api: ApiKey,
+        version: i16,
+        message: String,
+    },
+    #[error("cannot decode the {api:?} v{version} response: {message}")]
+    Decode {
+        api: ApiKey,
+        version: i16,
+        message: String,
+    },
+    #[error("response frame of {len} bytes from {addr} is out of range")]
+    FrameLength { addr: SocketAddr, len: i32 },
+    #[error("{api:?} response carries correlation id {received}, expected {sent}")]
+    CorrelationId {
+        api: ApiKey,
+        sent: i32,
+        received: i32,
+    },
+    #[error("the broker does not support {api:?} (broker versions {broker:?}, ours {ours_min}-{ours_max})")]
+    UnsupportedApi {
+        api: ApiKey,
+        /// The broker's (min, max), or `None` when it does not advertise the API at all.
+        broker: Option<(i16, i16)>,
+        ours_min: i16,
+        ours_max: i16,
+    },
+    /// A Kafka error code from the broker, for `resource` (a topic name, or the request).
+    /// `code` prints with its Kafka name (`TopicAlreadyExists`).
+    #[error("{resource}: {code:?}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Broker {
+        resource: String,
+        code: ResponseError,
+        message: Option<String>,
+    },
+    #[error("the broker's response has no result for {resource}")]
+    MissingResult { resource: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `Ok(())` for error code 0, otherwise [`Error::Broker`] with the broker's message, if any.
+pub(crate) fn check(resource: &str, error_code: i16, message: Option<&str>) -> Result<()> {
+    if error_code == 0 {
+        return Ok(());
+    }
+    let code =
+        ResponseError::try_from_code(error_code).unwrap_or(ResponseError::Unknown(error_code));
+    Err(Error::Broker {
+        resource: resource.to_string(),
+        code,
+        message: message.map(str::to_string),
+    })
+}

@@ -54,14 +54,53 @@ pub fn now_ms() -> i64 {
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    log: Mutex<Log>,
+    /// `None` once the topic is deleted. A request that looked the partition up just before
+    /// the deletion still holds this `Arc`; it must find no log rather than write into the
+    /// directory, which a topic re-created under the same name may own by then.
+    log: Mutex<Option<Log>>,
+}
+
+/// A locked, live partition log.
+pub struct LogGuard<'a>(MutexGuard<'a, Option<Log>>);
+
+impl std::ops::Deref for LogGuard<'_> {
+    type Target = Log;
+    fn deref(&self) -> &Log {
+        // A LogGuard is only built around `Some` (see `Partition::log`).
+        self.0.as_ref().expect("LogGuard holds a log")
+    }
+}
+
+impl std::ops::DerefMut for LogGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Log {
+        self.0.as_mut().expect("LogGuard holds a log")
+    }
 }
 
 impl Partition {
-    /// The partition's log. A panic while the lock was held means a broken invariant in the
-    /// log; carrying on with that state could corrupt data, so it propagates.
-    pub fn log(&self) -> MutexGuard<'_, Log> {
-        self.log.lock().expect("partition log lock poisoned")
+    /// The partition's log, or `None` if its topic has been deleted. A panic while the lock
+    /// was held means a broken invariant in the log; carrying on with that state could
+    /// corrupt data, so it propagates.
+    pub fn log(&self) -> Option<LogGuard<'_>> {
+        let guard = self.log.lock().expect("partition log lock poisoned");
+        guard.is_some().then(|| LogGuard(guard))
+    }
+
+    /// Closes the log and removes its directory; later `log()` calls find nothing.
+    fn delete(&self) -> Result<(), crate::log::Error> {
+        let log = self.log.lock().expect("partition log lock poisoned").take();
+        match log {
+            Some(log) => log.delete(),
+            None => Ok(()),
+        }
+    }
+
+    /// What a request gets for a partition deleted under it.
+    pub fn deleted_error(&self) -> ApiError {
+        ApiError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("{}-{} was deleted", self.topic, self.index),
+        )
     }
 }
 
@@ -287,9 +326,11 @@ impl ReplicaManager {
         state.by_id.remove(&topic.record.topic_id);
         drop(state);
         for partition in &topic.partitions {
-            let dir = partition_dir(&self.config.log_dir, name, partition.index);
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove partition directory");
+            if let Err(e) = partition.delete() {
+                tracing::warn!(
+                    topic = name, partition = partition.index, error = %e,
+                    "cannot remove partition directory"
+                );
             }
         }
         self.notify_appended();
@@ -370,7 +411,9 @@ impl ReplicaManager {
             .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
         let log_config = topic_config::log_config(&self.config.log, &record.configs);
         for partition in &topic.partitions {
-            partition.log().update_config(log_config.clone());
+            if let Some(mut log) = partition.log() {
+                log.update_config(log_config.clone());
+            }
         }
         state.topics.insert(
             name.to_string(),
@@ -397,7 +440,10 @@ impl ReplicaManager {
     pub fn run_retention(&self, now_ms: i64) -> usize {
         let mut deleted = 0;
         for partition in self.all_partitions() {
-            match partition.log().apply_retention(now_ms) {
+            let Some(mut log) = partition.log() else {
+                continue;
+            };
+            match log.apply_retention(now_ms) {
                 Ok(n) => deleted += n,
                 Err(e) => tracing::error!(
                     topic = %partition.topic, partition = partition.index, error = %e,
@@ -414,7 +460,10 @@ impl ReplicaManager {
     /// Applies `flush.ms` to every partition. Blocking.
     pub fn flush_due(&self, now_ms: i64) {
         for partition in self.all_partitions() {
-            if let Err(e) = partition.log().flush_if_due(now_ms) {
+            let Some(mut log) = partition.log() else {
+                continue;
+            };
+            if let Err(e) = log.flush_if_due(now_ms) {
                 tracing::error!(
                     topic = %partition.topic, partition = partition.index, error = %e,
                     "flush failed"
@@ -428,7 +477,10 @@ impl ReplicaManager {
     pub fn flush_all(&self) -> usize {
         let mut failures = 0;
         for partition in self.all_partitions() {
-            if let Err(e) = partition.log().close_cleanly() {
+            let Some(mut log) = partition.log() else {
+                continue;
+            };
+            if let Err(e) = log.close_cleanly() {
                 failures += 1;
                 tracing::error!(
                     topic = %partition.topic, partition = partition.index, error = %e,
@@ -464,6 +516,80 @@ fn open_partition(
     Ok(Arc::new(Partition {
         topic: topic.to_string(),
         index: partition,
-        log: Mutex::new(log),
+        log: Mutex::new(Some(log)),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::build_batch;
+
+    fn manager(dir: &Path) -> ReplicaManager {
+        let config = BrokerConfig {
+            log_dir: dir.to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        ReplicaManager::open(Arc::new(config)).unwrap()
+    }
+
+    #[test]
+    fn a_partition_held_across_topic_deletion_cannot_touch_the_recreated_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = manager(dir.path());
+        let old = replicas
+            .create_topic("orders", 1, 1, TopicConfigs::new(), false)
+            .unwrap();
+        let stale = old.partitions[0].clone();
+        replicas.delete_topic("orders").unwrap();
+        assert!(!dir.path().join("orders-0").exists());
+        let new = replicas
+            .create_topic("orders", 1, 1, TopicConfigs::new(), false)
+            .unwrap();
+
+        // A request that looked up the old partition before the deletion finds no log.
+        assert!(stale.log().is_none());
+        assert_eq!(
+            stale.deleted_error().code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        // The re-created topic starts empty and its directory holds only its own segment.
+        let mut batch = build_batch(0, 0, &[(None, Some(b"v"))]);
+        let info = new.partitions[0]
+            .log()
+            .unwrap()
+            .append_as_leader(&mut batch, 0)
+            .unwrap();
+        assert_eq!(info.base_offset, 0);
+        let logs = std::fs::read_dir(dir.path().join("orders-0"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".log")
+            })
+            .count();
+        assert_eq!(logs, 1);
+    }
+
+    #[test]
+    fn topics_and_configs_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = manager(dir.path());
+        let configs: TopicConfigs = [("retention.ms".to_string(), "1000".to_string())].into();
+        let id = replicas
+            .create_topic("events", 3, -1, configs, false)
+            .unwrap()
+            .record
+            .topic_id;
+        replicas.flush_all();
+        drop(replicas);
+        let replicas = manager(dir.path());
+        let topic = replicas.topic_by_id(id).unwrap();
+        assert_eq!(topic.record.name, "events");
+        assert_eq!(topic.partitions.len(), 3);
+        assert_eq!(topic.log_config.retention_ms, 1000);
+    }
 }

@@ -36,7 +36,10 @@ pub async fn delete_records(
                             return result
                                 .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                         };
-                        let mut log = partition.log();
+                        let Some(mut log) = partition.log() else {
+                            return result
+                                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        };
                         let offset = if p.offset == -1 {
                             log.log_end_offset()
                         } else {

@@ -60,7 +60,14 @@ fn read_pass(wanted: &[Wanted], response_max_bytes: usize) -> Vec<Found> {
                     log_start_offset: -1,
                 };
             };
-            let log = partition.log();
+            let Some(log) = partition.log() else {
+                return Found {
+                    error: ResponseError::UnknownTopicOrPartition.code(),
+                    records: Bytes::new(),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                };
+            };
             let high_watermark = log.log_end_offset();
             let log_start_offset = log.log_start_offset();
             // Once the response holds something, stop adding past max_bytes; before that the

@@ -28,7 +28,9 @@ fn lookup(partition: &Partition, timestamp: i64, version: i16) -> ListOffsetsPar
     if version >= 4 {
         response = response.with_leader_epoch(0);
     }
-    let log = partition.log();
+    let Some(log) = partition.log() else {
+        return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+    };
     match timestamp {
         LATEST => response.with_offset(log.log_end_offset()),
         EARLIEST | EARLIEST_LOCAL => response.with_offset(log.log_start_offset()),

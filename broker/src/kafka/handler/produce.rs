@@ -81,15 +81,18 @@ pub async fn produce(
             appends
                 .into_iter()
                 .map(|(partition, records)| {
+                    let Some(mut log) = partition.log() else {
+                        let e = partition.deleted_error();
+                        return Err((e.code, e.message));
+                    };
                     let mut records = records.to_vec();
-                    let result = partition.log().append_as_leader(&mut records, now);
-                    if let Err(e) = &result {
+                    log.append_as_leader(&mut records, now).map_err(|e| {
                         tracing::debug!(
                             topic = %partition.topic, partition = partition.index, error = %e,
                             "produce rejected"
                         );
-                    }
-                    result
+                        (e.kafka_error_code(), e.to_string())
+                    })
                 })
                 .collect::<Vec<_>>()
         })
@@ -119,10 +122,10 @@ pub async fn produce(
                             Ok(info) => response
                                 .with_base_offset(info.base_offset)
                                 .with_log_start_offset(info.log_start_offset),
-                            Err(e) => response
-                                .with_error_code(e.kafka_error_code())
+                            Err((code, message)) => response
+                                .with_error_code(*code)
                                 .with_base_offset(-1)
-                                .with_error_message(Some(str_bytes(e.to_string()))),
+                                .with_error_message(Some(str_bytes(message.clone()))),
                         },
                     }
                 })

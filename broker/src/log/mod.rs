@@ -7,6 +7,7 @@
 //!      └─ TimeIndex   (index)  sparse max-timestamp → offset
 //! batch                      RecordBatch v2 header parsing and validation, builder
 //! error                      Error (with Kafka error codes) and Result
+//! producer_state             idempotent producers: sequence checks, duplicates, snapshots
 //! ```
 //!
 //! Request handlers call [`Log::append_as_leader`] with a produce request's records and
@@ -18,6 +19,7 @@ pub mod batch;
 pub mod error;
 pub mod index;
 pub mod partition_log;
+pub mod producer_state;
 pub mod segment;
 
 pub use batch::{

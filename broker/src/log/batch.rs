@@ -718,7 +718,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn put_varlong(out: &mut Vec<u8>, value: i64) {
+pub(crate) fn put_varlong(out: &mut Vec<u8>, value: i64) {
     let mut raw = ((value << 1) ^ (value >> 63)) as u64;
     while raw >= 0x80 {
         out.push((raw as u8) | 0x80);
@@ -727,7 +727,7 @@ fn put_varlong(out: &mut Vec<u8>, value: i64) {
     out.push(raw as u8);
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         None => put_varlong(out, -1),
         Some(b) => {

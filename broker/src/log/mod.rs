@@ -6,6 +6,7 @@
 //!      ├─ OffsetIndex (index)  sparse last-offset → file position
 //!      └─ TimeIndex   (index)  sparse max-timestamp → offset
 //! batch                      RecordBatch v2 header parsing and validation, builder
+//! cleaner                    compaction: keep the latest record per key (Kafka's Cleaner)
 //! error                      Error (with Kafka error codes) and Result
 //! producer_state             idempotent producers: sequence checks, duplicates, snapshots
 //! ```
@@ -16,6 +17,7 @@
 //! `docs/design/log.md`.
 
 pub mod batch;
+pub mod cleaner;
 pub mod error;
 pub mod index;
 pub mod partition_log;
@@ -26,6 +28,7 @@ pub use batch::{
     build_batch, decode_records, encode_batch, set_base_offset, split_batches, validate_batch,
     BatchError, BatchHeader, Compression, KeyValue, Record, RecordHeader,
 };
+pub use cleaner::CleanStats;
 pub use error::{kafka_code, Error, Result};
 pub use index::{OffsetIndex, OffsetPosition, TimeIndex, TimestampOffset};
 pub use partition_log::{AppendInfo, FetchData, Log, LogConfig};

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::log::batch::{set_base_offset, split_batches_summary};
+use crate::log::cleaner::{self, CleanStats};
 use crate::log::error::{Error, Result};
 use crate::log::segment::{
     LogSegment, INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, MAX_RELATIVE_OFFSET, TIME_INDEX_FILE_SUFFIX,
@@ -57,6 +58,9 @@ pub struct LogConfig {
     pub flush_ms: i64,
     /// `max.message.bytes`: the largest record batch accepted.
     pub max_message_bytes: u32,
+    /// `delete.retention.ms`: how long compaction keeps a tombstone (a record with a null
+    /// value) after its segment was last modified.
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -71,6 +75,7 @@ impl Default for LogConfig {
             flush_messages: u64::MAX,
             flush_ms: i64::MAX,
             max_message_bytes: 1_048_588,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -527,6 +532,26 @@ impl Log {
                 .map_err(Error::io("deleting", path))?;
         }
         Ok(n)
+    }
+
+    /// Compaction (`cleanup.policy=compact`): keeps only the latest record per key in the
+    /// inactive segments, drops keyless records and expired tombstones, and keeps offsets
+    /// (see `cleaner`). The active segment is never touched. Each changed segment is
+    /// rewritten to `.cleaned` files, fsynced and renamed into place.
+    pub fn compact(&mut self, now_ms: i64) -> Result<CleanStats> {
+        self.compact_below(now_ms, self.log_end_offset)
+    }
+
+    /// [`Log::compact`], cleaning only segments entirely below `high_watermark`: a record
+    /// above it may still be truncated away, so it must not supersede an older one (Kafka
+    /// stops at the first uncleanable offset for the same reason).
+    pub fn compact_below(&mut self, now_ms: i64, high_watermark: i64) -> Result<CleanStats> {
+        let count = self
+            .segments
+            .windows(2)
+            .take_while(|pair| pair[1].base_offset() <= high_watermark)
+            .count();
+        cleaner::clean(&self.dir, &mut self.segments, count, &self.config, now_ms)
     }
 
     /// Fsyncs every segment holding unflushed data and moves the recovery point to the log

@@ -33,6 +33,9 @@ pub const LOG_FILE_SUFFIX: &str = ".log";
 pub const INDEX_FILE_SUFFIX: &str = ".index";
 /// Suffix of time index files.
 pub const TIME_INDEX_FILE_SUFFIX: &str = ".timeindex";
+/// Extra suffix of the files of a segment the cleaner is writing (`<base>.log.cleaned`, ...);
+/// `Log::open` removes such files, so a crash before the swap leaves the old segment.
+pub const CLEANED_FILE_SUFFIX: &str = ".cleaned";
 
 /// Largest relative offset a segment may hold: index entries store relative offsets in four
 /// bytes, which Kafka reads as a signed int.
@@ -88,7 +91,31 @@ impl LogSegment {
         for suffix in [LOG_FILE_SUFFIX, INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX] {
             remove_if_exists(&segment_file_path(dir, base_offset, suffix))?;
         }
-        let mut segment = LogSegment::open_files(dir, base_offset, index_interval_bytes, now_ms)?;
+        let mut segment =
+            LogSegment::open_files(dir, base_offset, "", index_interval_bytes, now_ms)?;
+        segment.next_offset = base_offset;
+        Ok(segment)
+    }
+
+    /// Creates a new, empty segment in the cleaner's files (`<base>.log.cleaned`,
+    /// `<base>.index.cleaned`, `<base>.timeindex.cleaned`), replacing leftovers of an
+    /// earlier attempt. [`swap_in_cleaned`] later renames them over the segment's files.
+    pub(crate) fn create_cleaned(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+        now_ms: i64,
+    ) -> io::Result<LogSegment> {
+        for suffix in [LOG_FILE_SUFFIX, INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX] {
+            remove_if_exists(&cleaned_file_path(dir, base_offset, suffix))?;
+        }
+        let mut segment = LogSegment::open_files(
+            dir,
+            base_offset,
+            CLEANED_FILE_SUFFIX,
+            index_interval_bytes,
+            now_ms,
+        )?;
         segment.next_offset = base_offset;
         Ok(segment)
     }
@@ -103,7 +130,8 @@ impl LogSegment {
         next_segment_base: Option<i64>,
         now_ms: i64,
     ) -> io::Result<LogSegment> {
-        let mut segment = LogSegment::open_files(dir, base_offset, index_interval_bytes, now_ms)?;
+        let mut segment =
+            LogSegment::open_files(dir, base_offset, "", index_interval_bytes, now_ms)?;
         if let Err(reason) = segment.check_and_load(next_segment_base) {
             tracing::warn!(
                 segment = %segment.log_path.display(),
@@ -123,18 +151,24 @@ impl LogSegment {
         index_interval_bytes: u32,
         now_ms: i64,
     ) -> io::Result<(LogSegment, RecoveryOutcome)> {
-        let mut segment = LogSegment::open_files(dir, base_offset, index_interval_bytes, now_ms)?;
+        let mut segment =
+            LogSegment::open_files(dir, base_offset, "", index_interval_bytes, now_ms)?;
         let outcome = segment.recover()?;
         Ok((segment, outcome))
     }
 
+    /// Opens (creating if missing) `<base><suffix><extra_suffix>` for the three suffixes;
+    /// `extra_suffix` is empty except for the cleaner's `.cleaned` files.
     fn open_files(
         dir: &Path,
         base_offset: i64,
+        extra_suffix: &str,
         index_interval_bytes: u32,
         now_ms: i64,
     ) -> io::Result<LogSegment> {
-        let log_path = segment_file_path(dir, base_offset, LOG_FILE_SUFFIX);
+        let path =
+            |suffix: &str| segment_file_path(dir, base_offset, &format!("{suffix}{extra_suffix}"));
+        let log_path = path(LOG_FILE_SUFFIX);
         let log = OpenOptions::new()
             .read(true)
             .write(true)
@@ -142,14 +176,8 @@ impl LogSegment {
             .truncate(false)
             .open(&log_path)?;
         let size = log.metadata()?.len();
-        let offset_index = OffsetIndex::open(
-            &segment_file_path(dir, base_offset, INDEX_FILE_SUFFIX),
-            base_offset,
-        )?;
-        let time_index = TimeIndex::open(
-            &segment_file_path(dir, base_offset, TIME_INDEX_FILE_SUFFIX),
-            base_offset,
-        )?;
+        let offset_index = OffsetIndex::open(&path(INDEX_FILE_SUFFIX), base_offset)?;
+        let time_index = TimeIndex::open(&path(TIME_INDEX_FILE_SUFFIX), base_offset)?;
         Ok(LogSegment {
             base_offset,
             log_path,
@@ -550,12 +578,34 @@ impl LogSegment {
         if self.max_timestamp >= 0 {
             return self.max_timestamp;
         }
+        self.last_modified_ms()
+    }
+
+    /// Modification time of the `.log` file in ms since the epoch, -1 if unknown (Kafka's
+    /// `LogSegment.lastModified`). The cleaner carries it over to a cleaned segment, so
+    /// `delete.retention.ms` counts from the last append, not from the last cleaning.
+    pub fn last_modified_ms(&self) -> i64 {
         self.log
             .metadata()
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Sets the `.log` file's modification time (the cleaner keeps the original's).
+    pub(crate) fn set_last_modified_ms(&self, ms: i64) -> io::Result<()> {
+        let Ok(ms) = u64::try_from(ms) else {
+            return Ok(()); // unknown: leave the file's own time
+        };
+        self.log
+            .set_modified(UNIX_EPOCH + std::time::Duration::from_millis(ms))
+    }
+
+    /// Calls `visit(position, batch)` for every batch, oldest first, reading in large
+    /// chunks; stops early when `visit` returns false.
+    pub(crate) fn for_each_batch(&self, visit: impl FnMut(u64, &[u8]) -> bool) -> io::Result<()> {
+        scan_batches(&self.log, self.size, 0, visit).map(|_| ())
     }
 
     /// The `.log` file handle, for readers that must outlive the segment.
@@ -582,6 +632,37 @@ impl LogSegment {
     pub fn time_index(&self) -> &TimeIndex {
         &self.time_index
     }
+}
+
+/// `<dir>/<base offset, 20 digits><suffix>.cleaned`.
+pub fn cleaned_file_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
+    segment_file_path(dir, base_offset, &format!("{suffix}{CLEANED_FILE_SUFFIX}"))
+}
+
+/// Replaces the files of segment `base_offset` with its fsynced `.cleaned` files, such that
+/// a crash at any point leaves either the old `.log` or the new one, each with indexes that
+/// are either its own or missing (and then rebuilt by `LogSegment::load`):
+///
+/// 1. remove the old `.index` and `.timeindex`, fsync the directory;
+/// 2. rename `.log.cleaned` over `.log` (atomic);
+/// 3. rename `.index.cleaned` and `.timeindex.cleaned` into place, fsync the directory.
+///
+/// Kafka renames the cleaned files to `.swap`, deletes the old ones and renames the `.swap`
+/// files back, so its recovery must finish an interrupted swap. A rename over the old file
+/// never leaves a moment without a `.log`, so recovery only deletes leftovers.
+pub(crate) fn swap_in_cleaned(dir: &Path, base_offset: i64) -> io::Result<()> {
+    let sync_dir = || File::open(dir).and_then(|d| d.sync_all());
+    for suffix in [INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX] {
+        remove_if_exists(&segment_file_path(dir, base_offset, suffix))?;
+    }
+    sync_dir()?;
+    for suffix in [LOG_FILE_SUFFIX, INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX] {
+        std::fs::rename(
+            cleaned_file_path(dir, base_offset, suffix),
+            segment_file_path(dir, base_offset, suffix),
+        )?;
+    }
+    sync_dir()
 }
 
 fn u64_to_i64(v: u64) -> i64 {

@@ -49,11 +49,20 @@ pub struct TopicRecord {
     pub configs: TopicConfigs,
 }
 
-/// The whole metadata: the cluster id and every topic by name.
+/// Producer ids handed out per metadata write (Kafka's `ProducerIdManager` block size).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// The whole metadata: the cluster id, every topic by name, and the producer id allocation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataImage {
     pub cluster_id: String,
     pub topics: BTreeMap<String, TopicRecord>,
+    /// End (exclusive) of the last block of producer ids reserved for `InitProducerId`
+    /// (Kafka's `ProducerIdsRecord.nextProducerId`). A block is persisted here before any id
+    /// from it is handed out, so ids never repeat across restarts; ids of a block left
+    /// unused by a restart are skipped. Images written before idempotence lack the field.
+    #[serde(default)]
+    pub next_producer_id_block: i64,
 }
 
 /// The metadata image and the file it lives in.
@@ -82,6 +91,7 @@ impl MetadataStore {
                 let image = MetadataImage {
                     cluster_id: new_cluster_id(),
                     topics: BTreeMap::new(),
+                    next_producer_id_block: 0,
                 };
                 let mut store = MetadataStore { dir, image };
                 store.persist()?;
@@ -203,6 +213,19 @@ mod tests {
         assert_eq!(store.image().cluster_id, cluster_id);
         assert_eq!(store.image().topics["orders"].topic_id, id);
         assert_eq!(store.image().topics["orders"].partitions, 3);
+    }
+
+    #[test]
+    fn images_without_producer_id_blocks_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(METADATA_DIR)).unwrap();
+        std::fs::write(
+            dir.path().join(METADATA_DIR).join(IMAGE_FILE),
+            br#"{"cluster_id":"abc","topics":{}}"#,
+        )
+        .unwrap();
+        let store = MetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.image().next_producer_id_block, 0);
     }
 
     #[test]

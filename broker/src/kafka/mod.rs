@@ -30,7 +30,8 @@ use crate::server::BrokerContext;
 
 /// The APIs this broker serves and the versions of each, as ApiVersions reports them.
 /// Produce starts at 3 and Fetch at 4, the first versions that carry magic-2 record batches
-/// (Kafka 4.0 dropped the older ones too).
+/// (Kafka 4.0 dropped the older ones too). InitProducerId serves idempotent producers only
+/// (no transactions), up to v5, the last version kafka-protocol decodes.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 16),
@@ -45,6 +46,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The version range served for `key`, if any.

@@ -9,6 +9,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::log::batch::BatchError;
+use crate::log::producer_state::ProducerError;
 
 /// Kafka error codes used by the log (see Kafka's `org.apache.kafka.common.protocol.Errors`).
 pub mod kafka_code {
@@ -24,6 +25,11 @@ pub mod kafka_code {
     pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
     /// `INVALID_RECORD`.
     pub const INVALID_RECORD: i16 = 87;
+    /// `OUT_OF_ORDER_SEQUENCE_NUMBER`.
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 =
+        crate::log::producer_state::OUT_OF_ORDER_SEQUENCE_NUMBER;
+    /// `INVALID_PRODUCER_EPOCH`.
+    pub const INVALID_PRODUCER_EPOCH: i16 = crate::log::producer_state::INVALID_PRODUCER_EPOCH;
 }
 
 /// Result type of the log module.
@@ -66,6 +72,17 @@ pub enum Error {
         dir: PathBuf,
     },
 
+    /// An idempotent producer's batch failed the sequence or epoch check (KIP-98); nothing
+    /// was appended.
+    #[error("producer state check failed in {dir}: {source}")]
+    Producer {
+        /// The partition directory, to say which partition.
+        dir: PathBuf,
+        /// Which check failed, with both sides of it.
+        #[source]
+        source: ProducerError,
+    },
+
     /// A file operation failed.
     #[error("I/O error while {action} {path}: {source}")]
     Io {
@@ -96,6 +113,7 @@ impl Error {
             Error::InvalidBatch { source, .. } => source.kafka_error_code(),
             Error::MessageTooLarge { .. } => kafka_code::MESSAGE_TOO_LARGE,
             Error::OffsetOutOfRange { .. } => kafka_code::OFFSET_OUT_OF_RANGE,
+            Error::Producer { source, .. } => source.kafka_error_code(),
             Error::Io { .. } | Error::CorruptCheckpoint { .. } => kafka_code::KAFKA_STORAGE_ERROR,
         }
     }

@@ -6,7 +6,14 @@
 //! read ──floor(base offset)──▶ segment ──index + scan──▶ whole batches, raw bytes
 //! apply_retention / delete_records_before ──▶ delete oldest segments, advance log start
 //! open ──▶ load segments below the recovery point, recover the rest (always the last)
+//!      ──▶ producer state: latest snapshot at or below the log end, replay the batches after it
 //! ```
+//!
+//! Idempotent producers (KIP-98): `append_as_leader` checks every batch against the
+//! [`ProducerStateManager`] before writing anything; a retried batch is answered with the
+//! offsets it got the first time ([`AppendInfo::duplicate`]). The state is snapshotted to
+//! `<offset>.snapshot` on every roll (named by the new segment's base offset) and on a clean
+//! close, so recovery replays at most the batches after the latest snapshot.
 //!
 //! The log is single-writer: mutating calls take `&mut self`, reads take `&self`; the
 //! caller wraps it in a lock. All file work is blocking; call it from a blocking context.
@@ -21,6 +28,10 @@ use bytes::Bytes;
 use crate::log::batch::{set_base_offset, split_batches_summary};
 use crate::log::cleaner::{self, CleanStats};
 use crate::log::error::{Error, Result};
+use crate::log::producer_state::{
+    delete_snapshots_after, delete_snapshots_older_than, read_latest_snapshot, Check,
+    ProducerStateManager,
+};
 use crate::log::segment::{
     LogSegment, INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, MAX_RELATIVE_OFFSET, TIME_INDEX_FILE_SUFFIX,
 };
@@ -91,8 +102,12 @@ pub struct AppendInfo {
     pub max_timestamp: i64,
     /// Log start offset after the append (for the produce response).
     pub log_start_offset: i64,
-    /// Records appended.
+    /// Records appended; 0 for a duplicate.
     pub num_records: u64,
+    /// True if the batches were retries of batches already in the log (an idempotent
+    /// producer resending after a lost response): nothing was written, and the offsets are
+    /// the ones the original batches got.
+    pub duplicate: bool,
 }
 
 /// What a read returned.
@@ -125,6 +140,8 @@ pub struct Log {
     unflushed_messages: u64,
     /// Time of the oldest append not yet fsynced.
     first_unflushed_append_ms: Option<i64>,
+    /// Idempotent-producer state after every batch below `log_end_offset`.
+    producer_state: ProducerStateManager,
 }
 
 impl Log {
@@ -239,7 +256,9 @@ impl Log {
             checkpointed_recovery_point: recovery_checkpoint,
             unflushed_messages: 0,
             first_unflushed_append_ms: None,
+            producer_state: ProducerStateManager::new(),
         };
+        log.load_producer_state()?;
         if start_checkpoint != Some(log_start_offset) {
             write_checkpoint(&log.dir, LOG_START_OFFSET_FILE, log_start_offset)?;
         }
@@ -269,6 +288,9 @@ impl Log {
                 });
             }
         }
+        if let Some(info) = self.check_producer_state(&batches, now_ms)? {
+            return Ok(info);
+        }
         let base_offset = self.log_end_offset;
         let mut next_offset = base_offset;
         let mut max_timestamp = -1;
@@ -288,6 +310,10 @@ impl Log {
             .append(records, &batches, now_ms)
             .map_err(Error::io("appending to", path))?;
         self.log_end_offset = next_offset;
+        for (_, summary) in &batches {
+            self.producer_state
+                .update(&summary.header, summary.header.base_offset, now_ms);
+        }
         self.unflushed_messages += num_records;
         self.first_unflushed_append_ms.get_or_insert(now_ms);
         if self.unflushed_messages >= self.config.flush_messages {
@@ -299,7 +325,114 @@ impl Log {
             max_timestamp,
             log_start_offset: self.log_start_offset,
             num_records,
+            duplicate: false,
         })
+    }
+
+    /// The idempotent-producer checks of an append, before anything is written: `Ok(None)`
+    /// to go on and append, `Ok(Some(info))` for a retry of batches already in the log
+    /// (answered with their original offsets), `Err` for a sequence or epoch error. Later
+    /// batches of one request are checked against the state after the earlier ones. As in
+    /// Kafka's `analyzeAndValidateProducerState`, the first duplicate decides for the whole
+    /// request; clients send one batch per partition, so there is nothing else to decide.
+    fn check_producer_state(
+        &self,
+        batches: &[(usize, crate::log::batch::BatchSummary)],
+        now_ms: i64,
+    ) -> Result<Option<AppendInfo>> {
+        let mut scratch: Option<ProducerStateManager> = None;
+        let mut next_offset = self.log_end_offset;
+        for (i, (_, summary)) in batches.iter().enumerate() {
+            let header = &summary.header;
+            let state = scratch.as_ref().unwrap_or(&self.producer_state);
+            let check = state.check(header).map_err(|source| Error::Producer {
+                dir: self.dir.clone(),
+                source,
+            })?;
+            match check {
+                Check::Append => {
+                    let base_offset = next_offset;
+                    next_offset += i64::from(header.last_offset_delta) + 1;
+                    if i + 1 < batches.len() && header.producer_id >= 0 {
+                        scratch
+                            .get_or_insert_with(|| self.producer_state.clone())
+                            .update(header, base_offset, now_ms);
+                    }
+                }
+                Check::Duplicate {
+                    base_offset,
+                    last_offset,
+                    timestamp,
+                } => {
+                    tracing::debug!(
+                        dir = %self.dir.display(),
+                        producer_id = header.producer_id,
+                        base_sequence = header.base_sequence,
+                        base_offset,
+                        "duplicate batch from an idempotent producer; appending nothing"
+                    );
+                    return Ok(Some(AppendInfo {
+                        base_offset,
+                        last_offset,
+                        max_timestamp: timestamp,
+                        log_start_offset: self.log_start_offset,
+                        num_records: 0,
+                        duplicate: true,
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rebuilds the producer state from disk: deletes snapshots above the log end offset,
+    /// loads the latest remaining one (or starts empty), and replays the headers of every
+    /// batch after it (Kafka's `UnifiedLog.rebuildProducerState`).
+    fn load_producer_state(&mut self) -> Result<()> {
+        delete_snapshots_after(&self.dir, self.log_end_offset)?;
+        let first_base = self.segments[0].base_offset();
+        let (from, state) = match read_latest_snapshot(&self.dir)? {
+            Some((offset, state)) => (offset.max(first_base), state),
+            None => (first_base, ProducerStateManager::new()),
+        };
+        self.producer_state = state;
+        let mut replayed = 0u64;
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset() <= from)
+            .saturating_sub(1);
+        for segment in &self.segments[first..] {
+            let located = segment
+                .translate_offset(from)
+                .map_err(Error::io("reading", segment.log_path()))?;
+            let Some((mut position, _)) = located else {
+                continue;
+            };
+            while let Some(header) = segment
+                .read_header_at(position)
+                .map_err(Error::io("reading", segment.log_path()))?
+            {
+                if header.base_offset >= from {
+                    self.producer_state
+                        .load_from_batches([(header, header.base_offset)]);
+                    replayed += 1;
+                }
+                position += header.total_size() as u64;
+            }
+        }
+        tracing::debug!(
+            dir = %self.dir.display(),
+            snapshot_offset = from,
+            replayed_batches = replayed,
+            producers = self.producer_state.len(),
+            "loaded producer state"
+        );
+        Ok(())
+    }
+
+    /// The idempotent-producer state (for inspection and tests).
+    pub fn producer_state(&self) -> &ProducerStateManager {
+        &self.producer_state
     }
 
     /// Rolls if the append would overflow `segment.bytes` or the relative offset range, or if
@@ -336,6 +469,9 @@ impl Log {
         )
         .map_err(Error::io("creating segment in", &self.dir))?;
         self.segments.push(segment);
+        // The state now covers exactly the batches below the new segment: snapshot it under
+        // the segment's base offset, so recovery replays at most the active segment.
+        self.producer_state.write_snapshot(&self.dir, new_base)?;
         self.recovery_point = new_base;
         self.unflushed_messages = 0;
         self.first_unflushed_append_ms = None;
@@ -531,6 +667,9 @@ impl Log {
                 .delete_files(&self.dir)
                 .map_err(Error::io("deleting", path))?;
         }
+        // Snapshots of deleted segments describe batches no longer in the log; one at the new
+        // first segment's base offset (or later) stays, so recovery need not replay from it.
+        delete_snapshots_older_than(&self.dir, self.segments[0].base_offset())?;
         Ok(n)
     }
 
@@ -611,6 +750,9 @@ impl Log {
         if self.log_end_offset < self.log_start_offset {
             self.set_log_start_offset(self.log_end_offset)?;
         }
+        // Kafka's `truncateAndReload`: the exact state at the new end is the latest snapshot
+        // at or below it plus a replay of the batches after it.
+        self.load_producer_state()?;
         self.after_truncation()
     }
 
@@ -628,6 +770,8 @@ impl Log {
                 .map_err(Error::io("creating segment in", &self.dir))?;
         self.segments.push(segment);
         self.log_end_offset = offset;
+        delete_snapshots_older_than(&self.dir, i64::MAX)?;
+        self.producer_state = ProducerStateManager::new();
         self.after_truncation()
     }
 
@@ -672,6 +816,9 @@ impl Log {
     /// Appending afterwards is a bug.
     pub fn close_cleanly(&mut self) -> Result<()> {
         self.flush_and_checkpoint()?;
+        // The next open then loads this snapshot and replays nothing.
+        self.producer_state
+            .write_snapshot(&self.dir, self.log_end_offset)?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         fs::File::create(&marker)
             .and_then(|f| f.sync_all())
@@ -884,7 +1031,8 @@ mod tests {
                 last_offset: 2,
                 max_timestamp: 20,
                 log_start_offset: 0,
-                num_records: 3
+                num_records: 3,
+                duplicate: false,
             }
         );
         let info = append(&mut log, 2, 5, 30);
@@ -1502,5 +1650,142 @@ mod tests {
         fs::write(dir.path().join(LOG_START_OFFSET_FILE), b"0\nnot a number\n").unwrap();
         let err = Log::open(dir.path(), LogConfig::default(), 0).unwrap_err();
         assert!(matches!(err, Error::CorruptCheckpoint { .. }));
+    }
+
+    /// One uncompressed batch of `count` records from idempotent producer `producer_id`.
+    fn idempotent_batch(producer_id: i64, epoch: i16, base_sequence: i32, count: usize) -> Vec<u8> {
+        let value = b"v".to_vec();
+        let records: Vec<_> = (0..count).map(|_| (None, Some(&value[..]))).collect();
+        let plain = build_batch(0, 1_000, &records);
+        let mut header = BatchHeader::parse(&plain).unwrap();
+        header.producer_id = producer_id;
+        header.producer_epoch = epoch;
+        header.base_sequence = base_sequence;
+        encode_batch(&header, &plain[61..])
+    }
+
+    fn append_idempotent(
+        log: &mut Log,
+        epoch: i16,
+        base_sequence: i32,
+        count: usize,
+    ) -> Result<AppendInfo> {
+        let mut batch = idempotent_batch(7, epoch, base_sequence, count);
+        log.append_as_leader(&mut batch, 1_000)
+    }
+
+    #[test]
+    fn duplicate_batches_return_the_original_offsets_and_append_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        append(&mut log, 2, 5, 0);
+        let first = append_idempotent(&mut log, 0, 0, 3).unwrap();
+        assert_eq!(
+            (first.base_offset, first.last_offset, first.duplicate),
+            (2, 4, false)
+        );
+        let again = append_idempotent(&mut log, 0, 0, 3).unwrap();
+        assert!(again.duplicate);
+        assert_eq!(
+            (again.base_offset, again.last_offset, again.num_records),
+            (2, 4, 0)
+        );
+        assert_eq!(log.log_end_offset(), 5);
+        let next = append_idempotent(&mut log, 0, 3, 1).unwrap();
+        assert_eq!((next.base_offset, next.duplicate), (5, false));
+    }
+
+    #[test]
+    fn sequence_gaps_and_old_epochs_are_refused_with_their_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        append_idempotent(&mut log, 0, 0, 2).unwrap();
+        let gap = append_idempotent(&mut log, 0, 5, 1).unwrap_err();
+        assert_eq!(
+            gap.kafka_error_code(),
+            kafka_code::OUT_OF_ORDER_SEQUENCE_NUMBER
+        );
+        append_idempotent(&mut log, 1, 0, 1).unwrap();
+        let fenced = append_idempotent(&mut log, 0, 2, 1).unwrap_err();
+        assert_eq!(
+            fenced.kafka_error_code(),
+            kafka_code::INVALID_PRODUCER_EPOCH
+        );
+        assert_eq!(log.log_end_offset(), 3);
+    }
+
+    #[test]
+    fn a_request_with_one_bad_batch_appends_none_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        let mut two = [idempotent_batch(7, 0, 0, 2), idempotent_batch(7, 0, 2, 1)].concat();
+        assert_eq!(log.append_as_leader(&mut two, 0).unwrap().last_offset, 2);
+        let mut bad = [idempotent_batch(7, 0, 3, 1), idempotent_batch(7, 0, 9, 1)].concat();
+        let e = log.append_as_leader(&mut bad, 0).unwrap_err();
+        assert_eq!(
+            e.kafka_error_code(),
+            kafka_code::OUT_OF_ORDER_SEQUENCE_NUMBER
+        );
+        assert_eq!(log.log_end_offset(), 3);
+    }
+
+    #[test]
+    fn producer_state_survives_clean_close_crash_and_rolls() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        for seq in 0..40 {
+            append_idempotent(&mut log, 0, seq * 2, 2).unwrap();
+        }
+        assert!(log.segment_count() > 2, "the test needs rolls");
+        let snapshots = crate::log::producer_state::list_snapshot_offsets(dir.path()).unwrap();
+        assert!(!snapshots.is_empty(), "a roll writes a snapshot");
+        let batches = |log: &Log| log.producer_state().producer(7).unwrap().batches.clone();
+        let state = batches(&log);
+        // A crash: no clean close, the state comes from the last roll's snapshot and a replay.
+        drop(log);
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        // A replayed batch has no append time, so only the batches are compared.
+        assert_eq!(batches(&log), state);
+        assert!(append_idempotent(&mut log, 0, 78, 2).unwrap().duplicate);
+        log.close().unwrap();
+        assert!(dir.path().join("00000000000000000080.snapshot").exists());
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        assert_eq!(batches(&log), state);
+        assert!(append_idempotent(&mut log, 0, 76, 2).unwrap().duplicate);
+        assert!(!append_idempotent(&mut log, 0, 80, 2).unwrap().duplicate);
+    }
+
+    #[test]
+    fn truncation_reloads_the_producer_state_of_the_new_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        for seq in 0..40 {
+            append_idempotent(&mut log, 0, seq * 2, 2).unwrap();
+        }
+        log.truncate_to(30).unwrap();
+        assert_eq!(log.log_end_offset(), 30);
+        let snapshots = crate::log::producer_state::list_snapshot_offsets(dir.path()).unwrap();
+        assert!(snapshots.iter().all(|&o| o <= 30), "{snapshots:?}");
+        // Sequence 30 is next again; 28 is the last batch kept, so a duplicate.
+        assert!(append_idempotent(&mut log, 0, 28, 2).unwrap().duplicate);
+        assert_eq!(
+            append_idempotent(&mut log, 0, 30, 2).unwrap().base_offset,
+            30
+        );
+    }
+
+    #[test]
+    fn retention_deletes_snapshots_of_deleted_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        for seq in 0..40 {
+            append_idempotent(&mut log, 0, seq * 2, 2).unwrap();
+        }
+        let before = crate::log::producer_state::list_snapshot_offsets(dir.path()).unwrap();
+        log.delete_records_before(60).unwrap();
+        let first_base = log.segments()[0].base_offset();
+        let after = crate::log::producer_state::list_snapshot_offsets(dir.path()).unwrap();
+        assert!(after.len() < before.len(), "{before:?} → {after:?}");
+        assert!(after.iter().all(|&o| o >= first_base), "{after:?}");
     }
 }

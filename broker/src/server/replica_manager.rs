@@ -123,6 +123,9 @@ impl TopicState {
 #[derive(Debug)]
 struct State {
     store: MetadataStore,
+    /// Next producer id to hand out; ids up to `store.image().next_producer_id_block`
+    /// (exclusive) are reserved and persisted.
+    next_producer_id: i64,
     topics: HashMap<String, Arc<TopicState>>,
     by_id: HashMap<Uuid, String>,
 }
@@ -178,6 +181,9 @@ impl ReplicaManager {
         Ok(ReplicaManager {
             config,
             state: RwLock::new(State {
+                // Ids of a block reserved before the restart may have been handed out:
+                // start at the end of it, and reserve a new block on the first request.
+                next_producer_id: store.image().next_producer_id_block,
                 store,
                 topics,
                 by_id,
@@ -221,6 +227,31 @@ impl ReplicaManager {
         let mut topics: Vec<_> = self.read_state().topics.values().cloned().collect();
         topics.sort_by(|a, b| a.record.name.cmp(&b.record.name));
         topics
+    }
+
+    /// A producer id never handed out before, from this broker's reserved block; a new block
+    /// of [`controller::PRODUCER_ID_BLOCK_SIZE`] ids is persisted in the metadata image first
+    /// when the current one is used up (Kafka's `ProducerIdManager.generateProducerId`).
+    pub fn allocate_producer_id(&self) -> Result<i64, ApiError> {
+        let mut state = self.write_state();
+        if state.next_producer_id >= state.store.image().next_producer_id_block {
+            let block_start = state.next_producer_id;
+            let block_end = block_start + controller::PRODUCER_ID_BLOCK_SIZE;
+            state
+                .store
+                .update(|image| image.next_producer_id_block = block_end)
+                .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+            tracing::info!(block_start, block_end, "reserved a block of producer ids");
+        }
+        let id = state.next_producer_id;
+        state.next_producer_id += 1;
+        Ok(id)
+    }
+
+    /// True if `producer_id` was handed out by [`ReplicaManager::allocate_producer_id`] (here
+    /// or before a restart, as far as the reserved blocks tell).
+    pub fn is_allocated_producer_id(&self, producer_id: i64) -> bool {
+        producer_id >= 0 && producer_id < self.read_state().next_producer_id
     }
 
     /// Waits for appends: the value changes after each one.
@@ -591,5 +622,35 @@ mod tests {
         assert_eq!(topic.record.name, "events");
         assert_eq!(topic.partitions.len(), 3);
         assert_eq!(topic.log_config.retention_ms, 1000);
+    }
+
+    #[test]
+    fn producer_ids_never_repeat_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = manager(dir.path());
+        let first: Vec<i64> = (0..3)
+            .map(|_| replicas.allocate_producer_id().unwrap())
+            .collect();
+        assert_eq!(first, vec![0, 1, 2]);
+        assert!(replicas.is_allocated_producer_id(2));
+        assert!(!replicas.is_allocated_producer_id(3));
+        drop(replicas);
+        let replicas = manager(dir.path());
+        let next = replicas.allocate_producer_id().unwrap();
+        assert_eq!(next, controller::PRODUCER_ID_BLOCK_SIZE);
+        // Crossing a block boundary reserves the next block.
+        for _ in 1..controller::PRODUCER_ID_BLOCK_SIZE {
+            replicas.allocate_producer_id().unwrap();
+        }
+        assert_eq!(
+            replicas.allocate_producer_id().unwrap(),
+            2 * controller::PRODUCER_ID_BLOCK_SIZE
+        );
+        drop(replicas);
+        let replicas = manager(dir.path());
+        assert_eq!(
+            replicas.allocate_producer_id().unwrap(),
+            3 * controller::PRODUCER_ID_BLOCK_SIZE
+        );
     }
 }

@@ -972,3 +972,4 @@ impl RawClient {
         self.send(req, version)
     }
 }
+pub mod proxy;

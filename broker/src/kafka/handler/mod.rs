@@ -10,10 +10,12 @@
 //! | `topics` | CreateTopics, DeleteTopics, CreatePartitions |
 //! | `configs` | DescribeConfigs, AlterConfigs, IncrementalAlterConfigs |
 //! | `delete_records` | DeleteRecords |
+//! | `init_producer_id` | InitProducerId |
 
 mod configs;
 mod delete_records;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -64,6 +66,9 @@ pub async fn handle(
         }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::delete_records(ctx, r).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::init_producer_id(ctx, r).await)
         }
         // `decode_request` only lets through the keys in SUPPORTED_APIS, each handled above.
         other => unreachable!("request {other:?} passed the version check but has no handler"),

@@ -1,6 +1,11 @@
 //! Produce: validate each partition's record batches, append them to the leader's log, and
 //! answer according to `acks` (0: no response, 1 and -1: after the append; on a single
 //! broker the high watermark moves with the append, so acks=all waits for nothing more).
+//!
+//! Idempotent producers: a retried batch the log already holds is answered with error code 0
+//! and the offset the original got (the log appends nothing); a sequence gap or a fenced
+//! epoch is answered `OUT_OF_ORDER_SEQUENCE_NUMBER` (45) or `INVALID_PRODUCER_EPOCH` (47),
+//! through `Error::kafka_error_code` like every other log error.
 
 use std::sync::Arc;
 
@@ -119,6 +124,7 @@ pub async fn produce(
                             .with_base_offset(-1)
                             .with_error_message(Some(str_bytes(message))),
                         Slot::Append(i) => match &results[i] {
+                            // A duplicate carries the original offsets: success, as Kafka.
                             Ok(info) => response
                                 .with_base_offset(info.base_offset)
                                 .with_log_start_offset(info.log_start_offset),

@@ -1,0 +1,87 @@
+//! InitProducerId (API key 22) for idempotent producers (KIP-98), with the KIP-360 epoch
+//! bump.
+//!
+//! ```text
+//! producer_id = -1                ──▶ a new id from the ReplicaManager's reserved block, epoch 0
+//! producer_id/epoch known (v3+)   ──▶ the same id, epoch + 1 (a new id, epoch 0, on overflow)
+//! transactional_id set            ──▶ INVALID_REQUEST: transactions are not supported
+//! ```
+//!
+//! Kafka's transaction coordinator answers every non-transactional request with a fresh id.
+//! Here a producer that names its current id and epoch gets that id back with the next epoch
+//! instead, as KIP-360 allows: the partitions then see a new epoch starting at sequence 0,
+//! and batches of the old epoch are refused with `INVALID_PRODUCER_EPOCH`.
+//!
+//! Transactions are out of scope, and `FindCoordinator` is not advertised, so real
+//! transactional clients fail before they get here. A raw request with a transactional id is
+//! answered `INVALID_REQUEST` (42), which every client treats as fatal, rather than a
+//! coordinator error (`NOT_COORDINATOR`, `COORDINATOR_NOT_AVAILABLE`), which clients retry
+//! forever, or `TRANSACTIONAL_ID_AUTHORIZATION_FAILED`, which would send the user looking for
+//! an ACL problem that does not exist.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::ResponseError;
+
+use super::blocking;
+use crate::server::BrokerContext;
+
+/// Highest epoch handed out; Kafka keeps `Short.MAX_VALUE` free, and bumping past this gives
+/// the producer a new id instead (Kafka's `TransactionMetadata.isEpochExhausted`).
+const MAX_PRODUCER_EPOCH: i16 = i16::MAX - 1;
+
+pub async fn init_producer_id(
+    ctx: &Arc<BrokerContext>,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let error = |e: ResponseError| {
+        InitProducerIdResponse::default()
+            .with_error_code(e.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    if let Some(transactional_id) = &request.transactional_id {
+        tracing::info!(
+            transactional_id = %transactional_id.0,
+            "InitProducerId for a transactional producer refused: transactions are not supported"
+        );
+        return error(ResponseError::InvalidRequest);
+    }
+    let current_id = request.producer_id.0;
+    let current_epoch = request.producer_epoch;
+    let bump = current_id >= 0
+        && (0..MAX_PRODUCER_EPOCH).contains(&current_epoch)
+        && ctx.replicas.is_allocated_producer_id(current_id);
+    if bump {
+        tracing::debug!(
+            producer_id = current_id,
+            producer_epoch = current_epoch + 1,
+            "bumped producer epoch"
+        );
+        return InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(current_id))
+            .with_producer_epoch(current_epoch + 1);
+    }
+    if current_id >= 0 && current_epoch < 0 {
+        // KIP-360: an id without an epoch (or an epoch without an id) is malformed.
+        return error(ResponseError::InvalidRequest);
+    }
+    // Reserving a new block writes the metadata image (fsync): run it off the runtime.
+    let replicas = ctx.replicas.clone();
+    match blocking(move || replicas.allocate_producer_id()).await {
+        Ok(id) => {
+            tracing::debug!(producer_id = id, "allocated producer id");
+            InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(0)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.message, "cannot allocate a producer id");
+            InitProducerIdResponse::default()
+                .with_error_code(e.code)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        }
+    }
+}

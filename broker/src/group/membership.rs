@@ -152,7 +152,7 @@ pub struct Member {
 
 impl Member {
     /// The metadata it sent for `protocol_name`, empty if it does not support it.
-    fn metadata(&self, protocol_name: &str) -> Bytes {
+    pub fn metadata(&self, protocol_name: &str) -> Bytes {
         self.protocols
             .iter()
             .find(|p| p.name == protocol_name)
@@ -228,7 +228,7 @@ pub struct JoinResponse {
 
 impl JoinResponse {
     /// Kafka's `JoinGroupResult(memberId, error)`: an error carries no generation.
-    fn error(member_id: impl Into<String>, error_code: i16) -> Self {
+    pub(crate) fn error(member_id: impl Into<String>, error_code: i16) -> Self {
         Self {
             error_code,
             generation_id: UNKNOWN_GENERATION_ID,
@@ -275,7 +275,7 @@ pub struct SyncResponse {
 }
 
 impl SyncResponse {
-    fn error(error_code: i16) -> Self {
+    pub(crate) fn error(error_code: i16) -> Self {
         Self {
             error_code,
             protocol_type: None,
@@ -396,6 +396,45 @@ impl Group {
             delayed_join: None,
             new_member_added: false,
         }
+    }
+
+    /// A group rebuilt from its last stored record (Kafka's `GroupMetadataManager.loadGroup`):
+    /// `Stable` at `generation_id` with `members` if there are any, else `Empty`. Every member
+    /// counts as having just heartbeated, so one that does not come back expires after its
+    /// session timeout.
+    #[allow(clippy::too_many_arguments)] // One argument per field of the stored record.
+    pub fn restore(
+        group_id: impl Into<String>,
+        config: GroupConfig,
+        generation_id: i32,
+        protocol_type: Option<String>,
+        protocol_name: Option<String>,
+        leader_id: Option<String>,
+        members: Vec<Member>,
+        now_ms: i64,
+    ) -> Self {
+        let mut group = Group::new(group_id, config);
+        group.generation_id = generation_id;
+        group.protocol_type = protocol_type;
+        if members.is_empty() {
+            return group;
+        }
+        group.protocol_name = protocol_name;
+        group.leader_id = leader_id;
+        group.state = GroupState::Stable;
+        for mut member in members {
+            member.last_heartbeat_ms = now_ms;
+            member.is_new = false;
+            member.awaiting_join = false;
+            member.awaiting_sync = false;
+            if let Some(instance_id) = &member.group_instance_id {
+                group
+                    .static_members
+                    .insert(instance_id.clone(), member.member_id.clone());
+            }
+            group.members.insert(member.member_id.clone(), member);
+        }
+        group
     }
 
     pub fn group_id(&self) -> &str {

@@ -31,7 +31,8 @@ use crate::server::BrokerContext;
 /// The APIs this broker serves and the versions of each, as ApiVersions reports them.
 /// Produce starts at 3 and Fetch at 4, the first versions that carry magic-2 record batches
 /// (Kafka 4.0 dropped the older ones too). InitProducerId serves idempotent producers only
-/// (no transactions), up to v5, the last version kafka-protocol decodes.
+/// (no transactions), up to v5, the last version kafka-protocol decodes. The group APIs stop
+/// before KIP-848 (OffsetCommit v9) and the batched OffsetFetch (v8).
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 16),
@@ -47,6 +48,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The version range served for `key`, if any.

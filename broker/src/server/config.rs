@@ -200,6 +200,14 @@ pub struct BrokerConfig {
     pub connections_max_idle_ms: u64,
     /// `shutdown.grace.ms`: how long in-flight requests may run after a stop signal.
     pub shutdown_grace_ms: u64,
+    /// `group.min.session.timeout.ms`, `group.max.session.timeout.ms`,
+    /// `group.initial.rebalance.delay.ms`, `group.max.size`.
+    pub group: crate::group::membership::GroupConfig,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when it is created.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` (compaction only
+    /// cleans rolled segments).
+    pub offsets_topic_segment_bytes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -222,6 +230,9 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             connections_max_idle_ms: 600_000,
             shutdown_grace_ms: 10_000,
+            group: crate::group::membership::GroupConfig::default(),
+            offsets_topic_num_partitions: 50,
+            offsets_topic_segment_bytes: 104_857_600,
         }
     }
 }
@@ -254,6 +265,12 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max.connections",
     "connections.max.idle.ms",
     "shutdown.grace.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.initial.rebalance.delay.ms",
+    "group.max.size",
+    "offsets.topic.num.partitions",
+    "offsets.topic.segment.bytes",
 ];
 
 impl BrokerConfig {
@@ -347,6 +364,36 @@ impl BrokerConfig {
         }
         if let Some(v) = props.get("shutdown.grace.ms") {
             c.shutdown_grace_ms = parse_num("shutdown.grace.ms", v, 0, i64::MAX)? as u64;
+        }
+        let int_max = i64::from(i32::MAX);
+        if let Some(v) = props.get("group.min.session.timeout.ms") {
+            c.group.group_min_session_timeout_ms =
+                parse_num("group.min.session.timeout.ms", v, 0, int_max)? as i32;
+        }
+        if let Some(v) = props.get("group.max.session.timeout.ms") {
+            c.group.group_max_session_timeout_ms =
+                parse_num("group.max.session.timeout.ms", v, 0, int_max)? as i32;
+        }
+        if let Some(v) = props.get("group.initial.rebalance.delay.ms") {
+            c.group.group_initial_rebalance_delay_ms =
+                parse_num("group.initial.rebalance.delay.ms", v, 0, int_max)? as i32;
+        }
+        if let Some(v) = props.get("group.max.size") {
+            c.group.group_max_size = parse_num("group.max.size", v, 1, int_max)? as usize;
+        }
+        if let Some(v) = props.get("offsets.topic.num.partitions") {
+            c.offsets_topic_num_partitions =
+                parse_num("offsets.topic.num.partitions", v, 1, int_max)? as i32;
+        }
+        if let Some(v) = props.get("offsets.topic.segment.bytes") {
+            c.offsets_topic_segment_bytes =
+                parse_num("offsets.topic.segment.bytes", v, 100, int_max)? as u64;
+        }
+        if c.group.group_min_session_timeout_ms > c.group.group_max_session_timeout_ms {
+            return Err(ConfigError::Conflict(format!(
+                "group.min.session.timeout.ms ({}) is larger than group.max.session.timeout.ms ({})",
+                c.group.group_min_session_timeout_ms, c.group.group_max_session_timeout_ms
+            )));
         }
         let ignored = props
             .0

@@ -4,7 +4,8 @@
 //! ```text
 //! main ── shutdown: CancellationToken ──┬─> accept loop ──> one task per connection
 //!                                       ├─> retention task (log.retention.check.interval.ms)
-//!                                       └─> flush task (log.flush.scheduler.interval.ms)
+//!                                       ├─> flush task (log.flush.scheduler.interval.ms)
+//!                                       └─> group timers (session timeouts, join phases)
 //! on cancel: stop accepting → connections finish the request in hand (bounded by
 //! shutdown.grace.ms, then aborted) → background tasks stop → every log fsynced → return
 //! ```
@@ -23,12 +24,15 @@ use tokio_util::task::TaskTracker;
 
 use self::config::BrokerConfig;
 use self::replica_manager::{now_ms, ReplicaManager};
+use crate::group::coordinator::{CoordinatorConfig, GroupCoordinator};
 
 /// What every request handler can reach.
 #[derive(Debug)]
 pub struct BrokerContext {
     pub config: Arc<BrokerConfig>,
     pub replicas: Arc<ReplicaManager>,
+    /// Consumer groups and their committed offsets.
+    pub groups: Arc<GroupCoordinator>,
     /// Host and port that Metadata advertises to clients.
     pub advertised_host: String,
     pub advertised_port: i32,
@@ -51,6 +55,17 @@ impl Broker {
         let open_config = config.clone();
         let replicas =
             tokio::task::spawn_blocking(move || ReplicaManager::open(open_config)).await??;
+        let replicas = Arc::new(replicas);
+        let groups = Arc::new(GroupCoordinator::new(
+            replicas.clone(),
+            CoordinatorConfig {
+                group: config.group.clone(),
+                offsets_topic_num_partitions: config.offsets_topic_num_partitions,
+                offsets_topic_segment_bytes: config.offsets_topic_segment_bytes,
+            },
+        ));
+        let loading = groups.clone();
+        tokio::task::spawn_blocking(move || loading.load()).await??;
         let listener = TcpListener::bind(config.listener.bind_addr()?)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {:?}: {e}", config.listener))?;
@@ -69,7 +84,8 @@ impl Broker {
         Ok(Broker {
             ctx: Arc::new(BrokerContext {
                 config,
-                replicas: Arc::new(replicas),
+                replicas,
+                groups,
                 advertised_host,
                 advertised_port,
             }),
@@ -93,6 +109,7 @@ impl Broker {
 
         tasks.spawn(retention_task(ctx.clone(), shutdown.child_token()));
         tasks.spawn(flush_task(ctx.clone(), shutdown.child_token()));
+        tasks.spawn(ctx.groups.clone().run_timers(shutdown.child_token()));
 
         let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
         let mut backoff = Duration::from_millis(5);

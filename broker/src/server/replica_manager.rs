@@ -263,6 +263,17 @@ impl ReplicaManager {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Creates an internal topic (`__consumer_offsets`) with configs that clients may not
+    /// set, such as `cleanup.policy=compact`.
+    pub fn create_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: TopicConfigs,
+    ) -> Result<Arc<TopicState>, ApiError> {
+        self.create_topic_checked(name, partitions, -1, configs, false, false)
+    }
+
     /// CreateTopics. `replication_factor` -1 means the broker default.
     pub fn create_topic(
         &self,
@@ -271,6 +282,25 @@ impl ReplicaManager {
         replication_factor: i16,
         configs: TopicConfigs,
         validate_only: bool,
+    ) -> Result<Arc<TopicState>, ApiError> {
+        self.create_topic_checked(
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            validate_only,
+            true,
+        )
+    }
+
+    fn create_topic_checked(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: TopicConfigs,
+        validate_only: bool,
+        validate_configs: bool,
     ) -> Result<Arc<TopicState>, ApiError> {
         controller::validate_topic_name(name)
             .map_err(|m| ApiError::new(ResponseError::InvalidTopicException, m))?;
@@ -298,8 +328,10 @@ impl ReplicaManager {
                 ),
             ));
         }
-        topic_config::validate_all(&configs)
-            .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
+        if validate_configs {
+            topic_config::validate_all(&configs)
+                .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
+        }
         let mut state = self.write_state();
         if state.topics.contains_key(name) {
             return Err(ApiError::new(
@@ -470,10 +502,37 @@ impl ReplicaManager {
     /// pool. Returns how many segments went.
     pub fn run_retention(&self, now_ms: i64) -> usize {
         let mut deleted = 0;
+        for topic in self.topics() {
+            if topic
+                .record
+                .configs
+                .get("cleanup.policy")
+                .map(String::as_str)
+                != Some("compact")
+            {
+                continue;
+            }
+            // Only internal topics can be compacted (clients may not set the policy).
+            for partition in &topic.partitions {
+                let Some(mut log) = partition.log() else {
+                    continue;
+                };
+                if let Err(e) = log.compact(now_ms) {
+                    tracing::error!(
+                        topic = %partition.topic, partition = partition.index, error = %e,
+                        "compaction failed"
+                    );
+                }
+            }
+        }
         for partition in self.all_partitions() {
             let Some(mut log) = partition.log() else {
                 continue;
             };
+            if partition.topic == crate::group::coordinator::OFFSETS_TOPIC {
+                // Compacted, never deleted by time or size.
+                continue;
+            }
             match log.apply_retention(now_ms) {
                 Ok(n) => deleted += n,
                 Err(e) => tracing::error!(

@@ -359,7 +359,7 @@ pub fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 // rdkafka clients
 // ---------------------------------------------------------------------------------------
 
-fn base_config(bootstrap: &str) -> ClientConfig {
+pub fn base_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
@@ -398,9 +398,9 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&s
 }
 
 /// A consumer that never joins a group: it reads partitions it is `assign()`ed, from
-/// explicit offsets, and never commits (the broker has no group coordinator yet).
-/// librdkafka refuses `assign()` without a `group.id` ("Local: Unknown group"), so one is
-/// set, but the consumer never subscribes and never commits.
+/// explicit offsets, and never commits. librdkafka refuses `assign()` without a `group.id`
+/// ("Local: Unknown group"), so one is set, but the consumer never subscribes and never
+/// commits.
 pub fn consumer(bootstrap: &str) -> BaseConsumer {
     base_config(bootstrap)
         .set("group.id", "tributary-it-assign-only")

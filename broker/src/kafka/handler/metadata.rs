@@ -25,6 +25,7 @@ fn topic_response(ctx: &BrokerContext, topic: &TopicState) -> MetadataResponseTo
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.record.name.clone()))))
         .with_topic_id(topic.record.topic_id)
+        .with_is_internal(topic.record.name == crate::group::coordinator::OFFSETS_TOPIC)
         .with_partitions(
             (0..topic.record.partitions)
                 .map(|p| {

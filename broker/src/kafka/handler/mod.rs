@@ -11,10 +11,12 @@
 //! | `configs` | DescribeConfigs, AlterConfigs, IncrementalAlterConfigs |
 //! | `delete_records` | DeleteRecords |
 //! | `init_producer_id` | InitProducerId |
+//! | `group` | FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, DeleteGroups |
 
 mod configs;
 mod delete_records;
 mod fetch;
+mod group;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -69,6 +71,35 @@ pub async fn handle(
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::init_producer_id(ctx, r).await)
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(group::find_coordinator(ctx, r, version).await)
+        }
+        RequestKind::JoinGroup(r) => {
+            let client_id = request
+                .header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            ResponseKind::JoinGroup(group::join_group(ctx, r, version, client_id).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(group::sync_group(ctx, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(group::heartbeat(ctx, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(group::leave_group(ctx, r, version)),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(group::offset_commit(ctx, r).await)
+        }
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(group::offset_fetch(ctx, r)),
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(group::offset_delete(ctx, r).await)
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list_groups(ctx, r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(group::describe_groups(ctx, r))
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(group::delete_groups(ctx, r).await)
         }
         // `decode_request` only lets through the keys in SUPPORTED_APIS, each handled above.
         other => unreachable!("request {other:?} passed the version check but has no handler"),

@@ -1,0 +1,449 @@
+//! Consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, DeleteGroups. They
+//! translate between the wire messages and [`crate::group::coordinator::GroupCoordinator`].
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{blocking, str_bytes};
+use crate::group::coordinator::CommittedOffset;
+use crate::group::membership::{self, GroupState, MemberIdentity, Protocol};
+use crate::server::BrokerContext;
+
+/// FindCoordinator key type of a transactional id.
+const KEY_TYPE_TRANSACTION: i8 = 1;
+/// INVALID_REQUEST: the answer for transaction coordinators, since this broker has no
+/// transactions. Clients treat it as fatal and show the message, instead of retrying
+/// forever as they would on COORDINATOR_NOT_AVAILABLE.
+const INVALID_REQUEST: i16 = 42;
+
+fn opt(s: &Option<StrBytes>) -> Option<String> {
+    s.as_ref().map(|s| s.to_string())
+}
+
+fn state_name(state: GroupState) -> &'static str {
+    match state {
+        GroupState::Empty => "Empty",
+        GroupState::PreparingRebalance => "PreparingRebalance",
+        GroupState::CompletingRebalance => "CompletingRebalance",
+        GroupState::Stable => "Stable",
+        GroupState::Dead => "Dead",
+    }
+}
+
+pub async fn find_coordinator(
+    ctx: &std::sync::Arc<BrokerContext>,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let groups = ctx.groups.clone();
+    let ready = blocking(move || groups.ensure_offsets_topic()).await;
+    let answer = |key: StrBytes| {
+        let (error_code, message) = if request.key_type == KEY_TYPE_TRANSACTION {
+            (
+                INVALID_REQUEST,
+                Some("transactions are not supported by this broker"),
+            )
+        } else if let Err(code) = ready {
+            (code, Some("the offsets topic is not available"))
+        } else {
+            (0, None)
+        };
+        let ok = error_code == 0;
+        Coordinator::default()
+            .with_key(key)
+            .with_node_id(BrokerId(if ok { ctx.config.broker_id } else { -1 }))
+            .with_host(str_bytes(if ok {
+                ctx.advertised_host.as_str()
+            } else {
+                ""
+            }))
+            .with_port(if ok { ctx.advertised_port } else { -1 })
+            .with_error_code(error_code)
+            .with_error_message(message.map(str_bytes))
+    };
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .cloned()
+            .map(answer)
+            .collect();
+        FindCoordinatorResponse::default().with_coordinators(coordinators)
+    } else {
+        let c = answer(request.key.clone());
+        FindCoordinatorResponse::default()
+            .with_error_code(c.error_code)
+            .with_error_message(c.error_message)
+            .with_node_id(c.node_id)
+            .with_host(c.host)
+            .with_port(c.port)
+    }
+}
+
+pub async fn join_group(
+    ctx: &BrokerContext,
+    request: JoinGroupRequest,
+    version: i16,
+    client_id: String,
+) -> JoinGroupResponse {
+    // JoinGroup v0 has no rebalance timeout: it is the session timeout.
+    let rebalance_timeout_ms = if version == 0 {
+        request.session_timeout_ms
+    } else {
+        request.rebalance_timeout_ms
+    };
+    let join = membership::JoinRequest {
+        member_id: request.member_id.to_string(),
+        group_instance_id: opt(&request.group_instance_id),
+        client_id,
+        client_host: String::new(),
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .iter()
+            .map(|p| Protocol {
+                name: p.name.to_string(),
+                metadata: p.metadata.clone(),
+            })
+            .collect(),
+        session_timeout_ms: request.session_timeout_ms,
+        rebalance_timeout_ms,
+        require_known_member_id: version >= 4,
+    };
+    let r = ctx.groups.join(&request.group_id, join).await;
+    JoinGroupResponse::default()
+        .with_error_code(r.error_code)
+        .with_generation_id(r.generation_id)
+        .with_protocol_type(r.protocol_type.map(str_bytes))
+        .with_protocol_name(Some(str_bytes(r.protocol_name.unwrap_or_default())))
+        .with_leader(str_bytes(r.leader))
+        .with_member_id(str_bytes(r.member_id))
+        .with_members(
+            r.members
+                .into_iter()
+                .map(|m| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(str_bytes(m.member_id))
+                        .with_group_instance_id(m.group_instance_id.map(str_bytes))
+                        .with_metadata(m.metadata)
+                })
+                .collect(),
+        )
+}
+
+pub async fn sync_group(ctx: &BrokerContext, request: SyncGroupRequest) -> SyncGroupResponse {
+    let sync = membership::SyncRequest {
+        member_id: request.member_id.to_string(),
+        group_instance_id: opt(&request.group_instance_id),
+        generation_id: request.generation_id,
+        protocol_type: opt(&request.protocol_type),
+        protocol_name: opt(&request.protocol_name),
+        assignments: request
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect(),
+    };
+    let r = ctx.groups.sync(&request.group_id, sync).await;
+    SyncGroupResponse::default()
+        .with_error_code(r.error_code)
+        .with_protocol_type(r.protocol_type.map(str_bytes))
+        .with_protocol_name(r.protocol_name.map(str_bytes))
+        .with_assignment(r.assignment)
+}
+
+pub fn heartbeat(ctx: &BrokerContext, request: HeartbeatRequest) -> HeartbeatResponse {
+    let code = ctx.groups.heartbeat(
+        &request.group_id,
+        &request.member_id,
+        request.group_instance_id.as_deref(),
+        request.generation_id,
+    );
+    HeartbeatResponse::default().with_error_code(code)
+}
+
+pub fn leave_group(
+    ctx: &BrokerContext,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let leaving: Vec<MemberIdentity> = if version <= 2 {
+        vec![MemberIdentity {
+            member_id: request.member_id.to_string(),
+            group_instance_id: None,
+        }]
+    } else {
+        request
+            .members
+            .iter()
+            .map(|m| MemberIdentity {
+                member_id: m.member_id.to_string(),
+                group_instance_id: opt(&m.group_instance_id),
+            })
+            .collect()
+    };
+    match ctx.groups.leave(&request.group_id, &leaving) {
+        Err(code) => LeaveGroupResponse::default().with_error_code(code),
+        Ok(r) if version <= 2 => LeaveGroupResponse::default()
+            .with_error_code(r.members.first().map_or(r.error_code, |m| m.error_code)),
+        Ok(r) => LeaveGroupResponse::default()
+            .with_error_code(r.error_code)
+            .with_members(
+                r.members
+                    .into_iter()
+                    .map(|m| {
+                        MemberResponse::default()
+                            .with_member_id(str_bytes(m.member_id))
+                            .with_group_instance_id(m.group_instance_id.map(str_bytes))
+                            .with_error_code(m.error_code)
+                    })
+                    .collect(),
+            ),
+    }
+}
+
+pub async fn offset_commit(
+    ctx: &std::sync::Arc<BrokerContext>,
+    request: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let mut offsets = Vec::new();
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            offsets.push((
+                topic.name.to_string(),
+                p.partition_index,
+                CommittedOffset {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: opt(&p.committed_metadata),
+                },
+            ));
+        }
+    }
+    let groups = ctx.groups.clone();
+    let group_id = request.group_id.to_string();
+    let member_id = request.member_id.to_string();
+    let instance_id = opt(&request.group_instance_id);
+    let generation_id = request.generation_id_or_member_epoch;
+    let codes = blocking(move || {
+        groups.commit(
+            &group_id,
+            &member_id,
+            instance_id.as_deref(),
+            generation_id,
+            offsets,
+        )
+    })
+    .await;
+    let mut codes = codes.into_iter();
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            OffsetCommitResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(
+                    topic
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(codes.next().unwrap_or(0))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+pub fn offset_fetch(ctx: &BrokerContext, request: OffsetFetchRequest) -> OffsetFetchResponse {
+    let wanted = request.topics.as_ref().map(|topics| {
+        topics
+            .iter()
+            .flat_map(|t| t.partition_indexes.iter().map(|p| (t.name.to_string(), *p)))
+            .collect()
+    });
+    let fetched = ctx.groups.fetch_offsets(&request.group_id, wanted);
+    let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
+    for (topic, partition, committed) in fetched {
+        let p = match committed {
+            Some(c) => OffsetFetchResponsePartition::default()
+                .with_partition_index(partition)
+                .with_committed_offset(c.offset)
+                .with_committed_leader_epoch(c.leader_epoch)
+                .with_metadata(Some(str_bytes(c.metadata.unwrap_or_default()))),
+            None => OffsetFetchResponsePartition::default()
+                .with_partition_index(partition)
+                .with_committed_offset(-1)
+                .with_committed_leader_epoch(-1)
+                .with_metadata(Some(str_bytes(""))),
+        };
+        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+            Some(t) => t.partitions.push(p),
+            None => topics.push(
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(str_bytes(topic)))
+                    .with_partitions(vec![p]),
+            ),
+        }
+    }
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+pub async fn offset_delete(
+    ctx: &std::sync::Arc<BrokerContext>,
+    request: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
+    let partitions: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.to_string(), p.partition_index))
+        })
+        .collect();
+    let groups = ctx.groups.clone();
+    let group_id = request.group_id.to_string();
+    let result = blocking(move || groups.delete_offsets(&group_id, &partitions)).await;
+    let codes = match result {
+        Ok(codes) => codes,
+        Err(code) => return OffsetDeleteResponse::default().with_error_code(code),
+    };
+    let mut codes = codes.into_iter();
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(codes.next().unwrap_or(0))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
+}
+
+pub fn list_groups(ctx: &BrokerContext, request: ListGroupsRequest) -> ListGroupsResponse {
+    let groups = ctx
+        .groups
+        .list()
+        .into_iter()
+        .filter(|(_, _, state)| {
+            request.states_filter.is_empty()
+                || request
+                    .states_filter
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(state_name(*state)))
+        })
+        .filter(|_| {
+            request.types_filter.is_empty()
+                || request
+                    .types_filter
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case("classic"))
+        })
+        .map(|(id, protocol_type, state)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(id)))
+                .with_protocol_type(str_bytes(protocol_type))
+                .with_group_state(str_bytes(state_name(state)))
+                .with_group_type(str_bytes("classic"))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub fn describe_groups(
+    ctx: &BrokerContext,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let groups = request
+        .groups
+        .iter()
+        .map(|id| {
+            let described = DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_authorized_operations(i32::MIN);
+            let Some(group) = ctx.groups.describe(id) else {
+                return described.with_group_state(str_bytes("Dead"));
+            };
+            let protocol = group.protocol_name().unwrap_or_default().to_string();
+            let stable = group.state() == GroupState::Stable;
+            let members = group
+                .members()
+                .map(|m| {
+                    DescribedGroupMember::default()
+                        .with_member_id(str_bytes(m.member_id.clone()))
+                        .with_group_instance_id(m.group_instance_id.clone().map(str_bytes))
+                        .with_client_id(str_bytes(m.client_id.clone()))
+                        .with_client_host(str_bytes(m.client_host.clone()))
+                        .with_member_metadata(m.metadata(&protocol))
+                        .with_member_assignment(if stable {
+                            m.assignment.clone()
+                        } else {
+                            Bytes::new()
+                        })
+                })
+                .collect();
+            described
+                .with_group_state(str_bytes(state_name(group.state())))
+                .with_protocol_type(str_bytes(group.protocol_type().unwrap_or_default()))
+                .with_protocol_data(str_bytes(if stable { protocol.as_str() } else { "" }))
+                .with_members(members)
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn delete_groups(
+    ctx: &std::sync::Arc<BrokerContext>,
+    request: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
+    let mut results = Vec::new();
+    for id in request.groups_names {
+        let groups = ctx.groups.clone();
+        let name = id.to_string();
+        let code = blocking(move || groups.delete_group(&name)).await;
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(code),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}

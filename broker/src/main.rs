@@ -1,6 +1,6 @@
 //! The `tributary` binary: `broker` (the production entry point), `dev` (one broker on
-//! localhost with topic auto-creation, for trying things out) and `topics` (the admin CLI,
-//! see [`tributary::cli`]).
+//! localhost with topic auto-creation, for trying things out), `topics` and `groups` (the
+//! admin CLI, see [`tributary::cli`]).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tributary::cli::groups::GroupsArgs;
 use tributary::cli::topics::TopicsArgs;
 use tributary::server::config::{BrokerConfig, Properties};
 use tributary::server::Broker;
@@ -49,6 +50,8 @@ enum Command {
     },
     /// Manage topics on a running broker: list, describe, create, delete, alter, configs.
     Topics(TopicsArgs),
+    /// Inspect consumer groups and reset their offsets: list, describe, reset-offsets.
+    Groups(GroupsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,7 +66,14 @@ fn main() -> anyhow::Result<()> {
         .init();
 
     let (props, dev) = match cli.command {
-        Command::Topics(args) => topics(args),
+        Command::Topics(args) => admin(tributary::cli::topics::run(
+            args,
+            &mut std::io::stdout().lock(),
+        )),
+        Command::Groups(args) => admin(tributary::cli::groups::run(
+            args,
+            &mut std::io::stdout().lock(),
+        )),
         Command::Broker { config, overrides } => {
             let mut props = match &config {
                 Some(path) => Properties::from_file(path)?,
@@ -102,8 +112,8 @@ fn main() -> anyhow::Result<()> {
 
 /// The admin CLI: a short-lived blocking client that needs no runtime. Errors, including
 /// Kafka error codes, go to stderr and exit with status 1.
-fn topics(args: TopicsArgs) -> ! {
-    match tributary::cli::topics::run(args, &mut std::io::stdout().lock()) {
+fn admin(result: tributary::cli::Result<()>) -> ! {
+    match result {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("error: {e}");

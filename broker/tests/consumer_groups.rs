@@ -714,3 +714,172 @@ fn offsets_topic_is_compacted_and_still_restores_the_latest_commit() {
         "the latest commit survives compaction and restart"
     );
 }
+
+#[test]
+fn oversized_commit_metadata_gets_offset_metadata_too_large() {
+    let broker = TestBroker::start(&[("offset.metadata.max.bytes", "100")]);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "meta", 2, &[]);
+    let mut raw = RawClient::connect_negotiated(broker.addr());
+    let partition = |p: i32, offset: i64, metadata: &str| {
+        OffsetCommitRequestPartition::default()
+            .with_partition_index(p)
+            .with_committed_offset(offset)
+            .with_committed_metadata(Some(s(metadata)))
+    };
+    // Partition 0 carries 101 bytes of metadata, partition 1 exactly the limit.
+    let resp = raw.send(
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(s("g-meta")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(topic_name("meta"))
+                .with_partitions(vec![
+                    partition(0, 3, &"x".repeat(101)),
+                    partition(1, 4, &"y".repeat(100)),
+                ])]),
+        7,
+    );
+    let codes: Vec<(i32, i16)> = resp.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.error_code))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![(0, 12), (1, 0)],
+        "OFFSET_METADATA_TOO_LARGE only for p0"
+    );
+    assert_eq!(
+        fetch_committed(&mut raw, "g-meta", "meta", 0),
+        -1,
+        "the oversized commit was not stored"
+    );
+    assert_eq!(fetch_committed(&mut raw, "g-meta", "meta", 1), 4);
+}
+
+/// Counts the rebalance callbacks of a consumer: a revoke means it lost its partitions.
+#[derive(Default)]
+struct RebalanceCounter {
+    revokes: std::sync::atomic::AtomicUsize,
+    assigns: std::sync::atomic::AtomicUsize,
+}
+
+impl rdkafka::ClientContext for RebalanceCounter {}
+
+impl rdkafka::consumer::ConsumerContext for RebalanceCounter {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if matches!(rebalance, rdkafka::consumer::Rebalance::Revoke(_)) {
+            self.revokes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if matches!(rebalance, rdkafka::consumer::Rebalance::Assign(_)) {
+            self.assigns
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+fn static_member(
+    bootstrap: &str,
+    instance: &str,
+    session_ms: u64,
+) -> BaseConsumer<RebalanceCounter> {
+    let mut config = base_config(bootstrap);
+    config
+        .set("group.id", "g-static")
+        .set("group.instance.id", instance)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", session_ms.to_string())
+        .set("heartbeat.interval.ms", "300")
+        .set("fetch.wait.max.ms", "100")
+        .set("enable.partition.eof", "false");
+    let c: BaseConsumer<RebalanceCounter> = config
+        .create_with_context(RebalanceCounter::default())
+        .expect("create static member");
+    c.subscribe(&["static"]).expect("subscribe");
+    c
+}
+
+fn static_assigned(c: &BaseConsumer<RebalanceCounter>) -> BTreeSet<i32> {
+    c.assignment()
+        .expect("assignment")
+        .elements()
+        .iter()
+        .map(|e| e.partition())
+        .collect()
+}
+
+fn counts(c: &BaseConsumer<RebalanceCounter>) -> (usize, usize) {
+    let ctx = c.context();
+    (
+        ctx.revokes.load(std::sync::atomic::Ordering::SeqCst),
+        ctx.assigns.load(std::sync::atomic::Ordering::SeqCst),
+    )
+}
+
+#[test]
+fn static_member_rejoins_without_a_rebalance() {
+    const SESSION_MS: u64 = 20_000;
+    let broker = TestBroker::start(BROKER);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "static", 4, &[]);
+    let a = static_member(&bootstrap, "inst-a", SESSION_MS);
+    let b = static_member(&bootstrap, "inst-b", SESSION_MS);
+    let deadline = Instant::now() + GROUP_TIMEOUT;
+    loop {
+        a.poll(Duration::from_millis(20));
+        b.poll(Duration::from_millis(20));
+        let (pa, pb) = (static_assigned(&a), static_assigned(&b));
+        if pa.len() == 2 && pb.len() == 2 && pa.is_disjoint(&pb) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no 2+2 split: {pa:?} {pb:?}");
+    }
+    let (a_partitions, b_partitions) = (static_assigned(&a), static_assigned(&b));
+    let b_counts = counts(&b);
+    let mut raw = RawClient::connect_negotiated(broker.addr());
+    assert_eq!(
+        describe_state(&mut raw, "g-static"),
+        ("Stable".to_string(), 2)
+    );
+
+    // A static member sends no LeaveGroup on close: its membership waits out the session.
+    let closed = Instant::now();
+    drop(a);
+    assert_eq!(
+        describe_state(&mut raw, "g-static"),
+        ("Stable".to_string(), 2),
+        "the closed static member is still a member"
+    );
+    let a = static_member(&bootstrap, "inst-a", SESSION_MS);
+    let deadline = Instant::now() + GROUP_TIMEOUT;
+    while static_assigned(&a) != a_partitions {
+        b.poll(Duration::from_millis(20));
+        a.poll(Duration::from_millis(20));
+        assert_eq!(static_assigned(&b), b_partitions, "b kept its partitions");
+        assert!(
+            Instant::now() < deadline,
+            "the restarted member did not get {a_partitions:?} back: {:?}",
+            static_assigned(&a)
+        );
+    }
+    assert!(
+        closed.elapsed() < Duration::from_millis(SESSION_MS),
+        "rejoined within the session timeout"
+    );
+    // Let b see any rebalance the rejoin might have started, then check it saw none.
+    for _ in 0..20 {
+        b.poll(Duration::from_millis(20));
+        a.poll(Duration::from_millis(20));
+    }
+    assert_eq!(counts(&b), b_counts, "b was neither revoked nor reassigned");
+    assert_eq!(static_assigned(&b), b_partitions);
+    assert_eq!(
+        describe_state(&mut raw, "g-static"),
+        ("Stable".to_string(), 2)
+    );
+}

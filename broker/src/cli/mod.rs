@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`client`] | [`client::AdminClient`]: one blocking TCP connection, ApiVersions negotiation, request/response framing |
 //! | [`topics`] | the `topics` subcommands (clap types), the requests they send and their plain-text output |
+//! | [`groups`] | the `groups` subcommands: list, describe, reset-offsets (like `kafka-consumer-groups.sh`) |
 //!
 //! ```text
 //! main ──▶ topics::run ──▶ AdminClient::send(CreateTopicsRequest, ...) ──TCP──▶ broker
@@ -17,6 +18,7 @@
 //! [`Error::Broker`], named as `kafka_protocol::ResponseError` names them.
 
 pub mod client;
+pub mod groups;
 pub mod topics;
 
 use std::net::SocketAddr;
@@ -81,6 +83,9 @@ pub enum Error {
     },
     #[error("the broker's response has no result for {resource}")]
     MissingResult { resource: String },
+    /// A failure the command itself detected, such as a reset on a group with members.
+    #[error("{0}")]
+    Command(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

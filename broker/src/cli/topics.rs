@@ -48,8 +48,8 @@ const RESOURCE_TYPE_TOPIC: i8 = 2;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 /// ListOffsets special timestamps.
-const EARLIEST_TIMESTAMP: i64 = -2;
-const LATEST_TIMESTAMP: i64 = -1;
+pub(crate) const EARLIEST_TIMESTAMP: i64 = -2;
+pub(crate) const LATEST_TIMESTAMP: i64 = -1;
 
 /// `tributary topics`: arguments shared by every subcommand, then the subcommand.
 #[derive(Debug, clap::Args)]
@@ -364,7 +364,7 @@ fn alter_configs(
 }
 
 /// Metadata for one topic, or for all topics when `topic` is `None`; never auto-creates.
-fn metadata(client: &mut AdminClient, topic: Option<&str>) -> Result<MetadataResponse> {
+pub(crate) fn metadata(client: &mut AdminClient, topic: Option<&str>) -> Result<MetadataResponse> {
     let request = MetadataRequest::default()
         .with_topics(
             topic.map(|t| vec![MetadataRequestTopic::default().with_name(Some(topic_name(t)))]),
@@ -375,7 +375,7 @@ fn metadata(client: &mut AdminClient, topic: Option<&str>) -> Result<MetadataRes
 }
 
 /// The offset at `timestamp` (-2 earliest, -1 latest) of each of `partitions`, in order.
-fn list_offsets(
+pub(crate) fn list_offsets(
     client: &mut AdminClient,
     topic: &str,
     partitions: &[i32],
@@ -418,7 +418,7 @@ fn list_offsets(
 }
 
 /// Left-aligned columns separated by two spaces, with a header row.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> Vec<String> {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> Vec<String> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -475,11 +475,11 @@ fn missing(resource: &str) -> Error {
     }
 }
 
-fn topic_name(name: &str) -> TopicName {
+pub(crate) fn topic_name(name: &str) -> TopicName {
     TopicName(str_bytes(name))
 }
 
-fn str_bytes(s: &str) -> StrBytes {
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 

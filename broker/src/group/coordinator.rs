@@ -48,6 +48,7 @@ use super::membership::error_code::{
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 const KAFKA_STORAGE_ERROR: i16 = 56;
+const OFFSET_METADATA_TOO_LARGE: i16 = 12;
 
 /// One committed offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +217,8 @@ pub struct CoordinatorConfig {
     pub offsets_topic_num_partitions: i32,
     /// `offsets.topic.segment.bytes`.
     pub offsets_topic_segment_bytes: u64,
+    /// `offset.metadata.max.bytes`: the longest metadata string a commit may carry.
+    pub offset_metadata_max_bytes: usize,
 }
 
 /// Every group of this broker.
@@ -578,6 +581,15 @@ impl GroupCoordinator {
                 .is_some_and(|t| t.partition(partition).is_some());
             if !exists {
                 codes.push(UNKNOWN_TOPIC_OR_PARTITION);
+                continue;
+            }
+            if committed
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes)
+            {
+                // Kafka rejects only this partition; the others are still committed.
+                codes.push(OFFSET_METADATA_TOO_LARGE);
                 continue;
             }
             codes.push(NONE);

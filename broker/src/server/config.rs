@@ -208,6 +208,9 @@ pub struct BrokerConfig {
     /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` (compaction only
     /// cleans rolled segments).
     pub offsets_topic_segment_bytes: u64,
+    /// `offset.metadata.max.bytes`: longest metadata of a committed offset; longer ones get
+    /// OFFSET_METADATA_TOO_LARGE.
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -233,6 +236,7 @@ impl Default for BrokerConfig {
             group: crate::group::membership::GroupConfig::default(),
             offsets_topic_num_partitions: 50,
             offsets_topic_segment_bytes: 104_857_600,
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -271,6 +275,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "group.max.size",
     "offsets.topic.num.partitions",
     "offsets.topic.segment.bytes",
+    "offset.metadata.max.bytes",
 ];
 
 impl BrokerConfig {
@@ -388,6 +393,10 @@ impl BrokerConfig {
         if let Some(v) = props.get("offsets.topic.segment.bytes") {
             c.offsets_topic_segment_bytes =
                 parse_num("offsets.topic.segment.bytes", v, 100, int_max)? as u64;
+        }
+        if let Some(v) = props.get("offset.metadata.max.bytes") {
+            c.offset_metadata_max_bytes =
+                parse_num("offset.metadata.max.bytes", v, 0, int_max)? as usize;
         }
         if c.group.group_min_session_timeout_ms > c.group.group_max_session_timeout_ms {
             return Err(ConfigError::Conflict(format!(

@@ -62,6 +62,7 @@ impl Broker {
                 group: config.group.clone(),
                 offsets_topic_num_partitions: config.offsets_topic_num_partitions,
                 offsets_topic_segment_bytes: config.offsets_topic_segment_bytes,
+                offset_metadata_max_bytes: config.offset_metadata_max_bytes,
             },
         ));
         let loading = groups.clone();

@@ -883,3 +883,47 @@ fn static_member_rejoins_without_a_rebalance() {
         ("Stable".to_string(), 2)
     );
 }
+
+fn listed_groups(raw: &mut RawClient) -> Vec<String> {
+    raw.send(ListGroupsRequest::default(), 4)
+        .groups
+        .iter()
+        .map(|g| g.group_id.0.to_string())
+        .collect()
+}
+
+#[test]
+fn offsets_of_an_emptied_group_expire_after_retention_and_stay_gone() {
+    let mut broker = TestBroker::start(&[
+        ("group.initial.rebalance.delay.ms", "200"),
+        ("offsets.retention.ms", "2000"),
+        ("offsets.retention.check.interval.ms", "100"),
+    ]);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "expiring", 1, &[]);
+    produce_each(&bootstrap, "expiring", 1, 5, 0);
+    let c = subscribed(&bootstrap, "g-expiring", "expiring", &[]);
+    read_n(&c, 5);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("expiring", 0, Offset::Offset(5))
+        .unwrap();
+    c.commit(&tpl, CommitMode::Sync).expect("commit");
+    // While the group has a member its offsets outlive the retention.
+    let until = Instant::now() + Duration::from_millis(3_000);
+    while Instant::now() < until {
+        c.poll(Duration::from_millis(50));
+    }
+    let mut raw = RawClient::connect_negotiated(broker.addr());
+    assert_eq!(fetch_committed(&mut raw, "g-expiring", "expiring", 0), 5);
+    assert!(listed_groups(&mut raw).contains(&"g-expiring".to_string()));
+    drop(c);
+    wait_until(GROUP_TIMEOUT, "the emptied group's offsets expire", || {
+        fetch_committed(&mut raw, "g-expiring", "expiring", 0) == -1
+            && !listed_groups(&mut raw).contains(&"g-expiring".to_string())
+    });
+    assert!(broker.sigterm_and_wait().success(), "clean exit on SIGTERM");
+    broker.restart();
+    let mut raw = RawClient::connect_negotiated(broker.addr());
+    assert_eq!(fetch_committed(&mut raw, "g-expiring", "expiring", 0), -1);
+    assert!(!listed_groups(&mut raw).contains(&"g-expiring".to_string()));
+}

@@ -165,6 +165,11 @@ impl GroupRecord {
 struct GroupEntry {
     group: Group,
     offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// When each offset was committed (its record's timestamp after a restart).
+    committed_at: HashMap<(String, i32), i64>,
+    /// Since when the group has been `Empty` (its last group record's timestamp after a
+    /// restart); `None` while it has members or has never been written as empty.
+    empty_since: Option<i64>,
     /// Parked JoinGroup requests by member id; a second JoinGroup of a member replaces (and
     /// so ends) the first.
     parked_joins: HashMap<String, oneshot::Sender<JoinResponse>>,
@@ -178,6 +183,8 @@ impl GroupEntry {
         GroupEntry {
             group,
             offsets: BTreeMap::new(),
+            committed_at: HashMap::new(),
+            empty_since: None,
             parked_joins: HashMap::new(),
             parked_syncs: HashMap::new(),
             stored: None,
@@ -219,6 +226,10 @@ pub struct CoordinatorConfig {
     pub offsets_topic_segment_bytes: u64,
     /// `offset.metadata.max.bytes`: the longest metadata string a commit may carry.
     pub offset_metadata_max_bytes: usize,
+    /// `offsets.retention.minutes` in ms: how long an empty group's offsets are kept.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 /// Every group of this broker.
@@ -314,6 +325,11 @@ impl GroupCoordinator {
     /// Writes the group record if it changed since the last write. Only `Stable` and `Empty`
     /// groups are written, as Kafka does: a rebalance in progress is not worth restoring.
     fn store_group(&self, group_id: &str, entry: &mut GroupEntry) {
+        if entry.group.state() == GroupState::Empty {
+            entry.empty_since.get_or_insert_with(now_ms);
+        } else {
+            entry.empty_since = None;
+        }
         if !matches!(entry.group.state(), GroupState::Stable | GroupState::Empty) {
             return;
         }
@@ -367,7 +383,7 @@ impl GroupCoordinator {
                     };
                     for record in decoded {
                         records += 1;
-                        self.apply(&mut groups, record.key, record.value, now);
+                        self.apply(&mut groups, record.key, record.value, now, record.timestamp);
                     }
                 }
             }
@@ -385,6 +401,7 @@ impl GroupCoordinator {
         key: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
         now: i64,
+        timestamp: i64,
     ) {
         let Some(key) = key.and_then(|k| serde_json::from_slice::<RecordKey>(&k).ok()) else {
             return;
@@ -400,9 +417,13 @@ impl GroupCoordinator {
                 });
                 match value.and_then(|v| serde_json::from_slice::<CommittedOffset>(&v).ok()) {
                     Some(committed) => {
+                        entry
+                            .committed_at
+                            .insert((topic.clone(), partition), timestamp);
                         entry.offsets.insert((topic, partition), committed);
                     }
                     None => {
+                        entry.committed_at.remove(&(topic.clone(), partition));
                         entry.offsets.remove(&(topic, partition));
                     }
                 }
@@ -417,6 +438,8 @@ impl GroupCoordinator {
                         let entry = groups.entry(group).or_insert_with(|| {
                             GroupEntry::new(Group::new("", self.config.group.clone()))
                         });
+                        entry.empty_since =
+                            (restored.state() == GroupState::Empty).then_some(timestamp);
                         entry.group = restored;
                         entry.stored = Some(record);
                     }
@@ -606,7 +629,9 @@ impl GroupCoordinator {
                 .map(|c| if c == NONE { code } else { c })
                 .collect();
         }
+        let now = now_ms();
         for (topic, partition, committed) in accepted {
+            entry.committed_at.insert((topic.clone(), partition), now);
             entry.offsets.insert((topic, partition), committed);
         }
         codes
@@ -659,6 +684,7 @@ impl GroupCoordinator {
             .collect();
         self.append(group_id, &records)?;
         for (t, p) in partitions {
+            entry.committed_at.remove(&(t.clone(), *p));
             entry.offsets.remove(&(t.clone(), *p));
         }
         Ok(vec![NONE; partitions.len()])
@@ -706,6 +732,80 @@ impl GroupCoordinator {
         NONE
     }
 
+    /// Removes the committed offsets that have outlived `offsets.retention.ms` at `now_ms`
+    /// (tombstoning them in `__consumer_offsets`), then every empty group left without
+    /// offsets (tombstoning its group record). Returns the number of offsets removed.
+    pub fn expire_offsets(&self, now_ms: i64) -> usize {
+        let retention_ms = self.config.offsets_retention_ms;
+        let mut groups = self.lock();
+        let mut removed = 0;
+        let mut gone = Vec::new();
+        for (group_id, entry) in groups.iter_mut() {
+            if entry.group.state() == GroupState::Empty && entry.empty_since.is_none() {
+                // Never written as empty (e.g. created by a standalone commit).
+                entry.empty_since = Some(now_ms);
+            }
+            let expired = expired_offsets(
+                entry.group.state(),
+                entry.group.protocol_type().is_some(),
+                entry.empty_since,
+                entry.offsets.keys().map(|k| {
+                    let at = entry.committed_at.get(k).copied().unwrap_or(now_ms);
+                    (k, at)
+                }),
+                now_ms,
+                retention_ms,
+            );
+            if !expired.is_empty() {
+                let records: Vec<_> = expired
+                    .iter()
+                    .map(|(t, p)| (offset_key(group_id, t, *p), None))
+                    .collect();
+                if self.append(group_id, &records).is_err() {
+                    continue;
+                }
+                for key in &expired {
+                    entry.offsets.remove(key);
+                    entry.committed_at.remove(key);
+                }
+                removed += expired.len();
+                tracing::info!(
+                    group = group_id.as_str(),
+                    offsets = expired.len(),
+                    "expired committed offsets"
+                );
+            }
+            if entry.group.state() == GroupState::Empty
+                && entry.offsets.is_empty()
+                && entry.parked_joins.is_empty()
+                && entry.parked_syncs.is_empty()
+                && self
+                    .append(group_id, &[(group_key(group_id), None)])
+                    .is_ok()
+            {
+                gone.push(group_id.clone());
+            }
+        }
+        for group_id in gone {
+            tracing::info!(group = group_id.as_str(), "removed empty group");
+            groups.remove(&group_id);
+        }
+        removed
+    }
+
+    /// Runs [`GroupCoordinator::expire_offsets`] every
+    /// `offsets.retention.check.interval.ms` until `shutdown`.
+    pub async fn run_offset_expiry(self: Arc<Self>, shutdown: CancellationToken) {
+        let interval = Duration::from_millis(self.config.offsets_retention_check_interval_ms);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            self.expire_offsets(now_ms());
+        }
+    }
+
     /// Fires group timers (session timeouts, join phases) until `shutdown`.
     pub async fn run_timers(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
@@ -736,6 +836,33 @@ impl GroupCoordinator {
             }
         }
     }
+}
+
+/// The keys among `offsets` (each with its commit time) that have expired at `now_ms`, as
+/// Kafka decides since KIP-211: never while the group has members; for an empty group that
+/// has had members (it has a protocol type), `retention_ms` after it became empty; for
+/// offsets committed without any membership, `retention_ms` after each one's commit.
+fn expired_offsets<'a>(
+    state: GroupState,
+    has_protocol_type: bool,
+    empty_since: Option<i64>,
+    offsets: impl Iterator<Item = (&'a (String, i32), i64)>,
+    now_ms: i64,
+    retention_ms: i64,
+) -> Vec<(String, i32)> {
+    if state != GroupState::Empty {
+        return Vec::new();
+    }
+    offsets
+        .filter(|(_, committed_at)| {
+            let since = match (has_protocol_type, empty_since) {
+                (true, Some(empty_since)) => empty_since,
+                _ => *committed_at,
+            };
+            now_ms >= since.saturating_add(retention_ms)
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 fn group_key(group_id: &str) -> Vec<u8> {
@@ -774,5 +901,40 @@ mod tests {
         assert!(matches!(k, RecordKey::Offset { partition: 3, .. }));
         let k: RecordKey = serde_json::from_slice(&group_key("g")).unwrap();
         assert!(matches!(k, RecordKey::Group { .. }));
+    }
+
+    #[test]
+    fn offsets_expire_as_in_kip_211() {
+        let a = ("t".to_string(), 0);
+        let b = ("t".to_string(), 1);
+        let offsets = || [(&a, 1_000), (&b, 5_000)].into_iter();
+        let retention = 10_000;
+        // A group with members never loses its offsets, however old.
+        for state in [
+            GroupState::Stable,
+            GroupState::PreparingRebalance,
+            GroupState::CompletingRebalance,
+        ] {
+            assert!(expired_offsets(state, true, None, offsets(), 1 << 40, retention).is_empty());
+        }
+        // An emptied consumer group: counted from when it became empty, for every offset.
+        let empty = GroupState::Empty;
+        assert!(
+            expired_offsets(empty, true, Some(20_000), offsets(), 29_999, retention).is_empty()
+        );
+        assert_eq!(
+            expired_offsets(empty, true, Some(20_000), offsets(), 30_000, retention),
+            vec![a.clone(), b.clone()]
+        );
+        // Standalone commits: each offset from its own commit.
+        assert!(expired_offsets(empty, false, Some(0), offsets(), 10_999, retention).is_empty());
+        assert_eq!(
+            expired_offsets(empty, false, Some(0), offsets(), 11_000, retention),
+            vec![a.clone()]
+        );
+        assert_eq!(
+            expired_offsets(empty, false, Some(0), offsets(), 15_000, retention),
+            vec![a, b]
+        );
     }
 }

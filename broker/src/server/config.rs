@@ -211,6 +211,11 @@ pub struct BrokerConfig {
     /// `offset.metadata.max.bytes`: longest metadata of a committed offset; longer ones get
     /// OFFSET_METADATA_TOO_LARGE.
     pub offset_metadata_max_bytes: usize,
+    /// `offsets.retention.minutes` (or the Tributary-only `offsets.retention.ms`, which
+    /// overrides it): how long the committed offsets of an empty group are kept, in ms.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are removed.
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -237,6 +242,8 @@ impl Default for BrokerConfig {
             offsets_topic_num_partitions: 50,
             offsets_topic_segment_bytes: 104_857_600,
             offset_metadata_max_bytes: 4096,
+            offsets_retention_ms: 10_080 * 60_000,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -276,6 +283,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "offsets.topic.num.partitions",
     "offsets.topic.segment.bytes",
     "offset.metadata.max.bytes",
+    "offsets.retention.minutes",
+    "offsets.retention.ms",
+    "offsets.retention.check.interval.ms",
 ];
 
 impl BrokerConfig {
@@ -397,6 +407,17 @@ impl BrokerConfig {
         if let Some(v) = props.get("offset.metadata.max.bytes") {
             c.offset_metadata_max_bytes =
                 parse_num("offset.metadata.max.bytes", v, 0, int_max)? as usize;
+        }
+        if let Some(v) = props.get("offsets.retention.minutes") {
+            c.offsets_retention_ms =
+                parse_num("offsets.retention.minutes", v, 1, i64::MAX / 60_000)? * 60_000;
+        }
+        if let Some(v) = props.get("offsets.retention.ms") {
+            c.offsets_retention_ms = parse_num("offsets.retention.ms", v, 1, i64::MAX)?;
+        }
+        if let Some(v) = props.get("offsets.retention.check.interval.ms") {
+            c.offsets_retention_check_interval_ms =
+                parse_num("offsets.retention.check.interval.ms", v, 1, i64::MAX)? as u64;
         }
         if c.group.group_min_session_timeout_ms > c.group.group_max_session_timeout_ms {
             return Err(ConfigError::Conflict(format!(

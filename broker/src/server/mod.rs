@@ -63,6 +63,8 @@ impl Broker {
                 offsets_topic_num_partitions: config.offsets_topic_num_partitions,
                 offsets_topic_segment_bytes: config.offsets_topic_segment_bytes,
                 offset_metadata_max_bytes: config.offset_metadata_max_bytes,
+                offsets_retention_ms: config.offsets_retention_ms,
+                offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
             },
         ));
         let loading = groups.clone();
@@ -111,6 +113,7 @@ impl Broker {
         tasks.spawn(retention_task(ctx.clone(), shutdown.child_token()));
         tasks.spawn(flush_task(ctx.clone(), shutdown.child_token()));
         tasks.spawn(ctx.groups.clone().run_timers(shutdown.child_token()));
+        tasks.spawn(ctx.groups.clone().run_offset_expiry(shutdown.child_token()));
 
         let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
         let mut backoff = Duration::from_millis(5);

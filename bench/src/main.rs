@@ -8,6 +8,8 @@
 //! - `disk`: sequential-write bandwidth of a directory, with and without fsync, and
 //!   the kernel's system CPU per GB of those writes (optionally after warming the
 //!   page cache with `--warm-page-cache`).
+//! - `rebalance`: consumer-group rebalance time when a member joins or leaves.
+//! - `commits`: offset commits per second (and sync commit latency) in a group.
 //! - `suite`: all of the above in one run, one report, PASS/FAIL against the targets.
 //!
 //! Modules:
@@ -18,15 +20,20 @@
 //! - [`payload`]: pseudo-random message bodies.
 //! - [`report`]: result types, Markdown and JSON output, target checks.
 //! - [`suite`]: the whole run.
+//! - [`rebalance`], [`commits`]: the consumer-group measurements.
+//! - [`stats`]: min / median / max and percentiles.
 //! - [`units`]: size parsing (`512MiB`) and rate units.
 
 mod admin;
+mod commits;
 mod consume;
 mod disk;
 mod payload;
 mod procfs;
 mod produce;
+mod rebalance;
 mod report;
+mod stats;
 mod suite;
 mod units;
 
@@ -61,6 +68,70 @@ enum Command {
     Disk(DiskArgs),
     /// Run disk, produce and consume benchmarks and check the targets.
     Suite(SuiteArgs),
+    /// Consumer-group rebalance time when a member joins or leaves.
+    Rebalance(RebalanceArgs),
+    /// Offset commits per second (and sync commit latency) from one group member.
+    Commits(CommitsArgs),
+}
+
+#[derive(Debug, Args)]
+struct RebalanceArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[arg(long)]
+    topic: String,
+    /// Create the topic first (replication factor 1); an existing topic is kept.
+    #[arg(long)]
+    create_topic: bool,
+    /// Partitions for --create-topic.
+    #[arg(long, default_value_t = 6, requires = "create_topic")]
+    partitions: i32,
+    /// Consumer group id; a fresh one per run by default.
+    #[arg(long)]
+    group: Option<String>,
+    /// Members in the steady state (each round adds one, then closes the oldest).
+    #[arg(long, default_value_t = 3)]
+    members: usize,
+    /// Rounds; each measures one join and one leave.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// librdkafka `session.timeout.ms` of every member.
+    #[arg(long, default_value_t = 6000)]
+    session_timeout_ms: u32,
+    /// librdkafka `heartbeat.interval.ms` of every member.
+    #[arg(long, default_value_t = 500)]
+    heartbeat_interval_ms: u32,
+    /// Gap between two trickle messages (round-robin over the partitions).
+    #[arg(long, default_value_t = 2)]
+    trickle_interval_ms: u64,
+    /// Pause between two events, in the steady state.
+    #[arg(long, default_value_t = 1.0)]
+    settle_s: f64,
+    /// Give up on an event after this many seconds.
+    #[arg(long, default_value_t = 30.0)]
+    event_timeout_s: f64,
+}
+
+#[derive(Debug, Args)]
+struct CommitsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[arg(long)]
+    topic: String,
+    #[arg(long)]
+    group: String,
+    /// Number of commits (each one OffsetCommit covering every assigned partition).
+    #[arg(long, default_value_t = 20_000)]
+    commits: u64,
+    /// Create the topic with this many partitions first (an existing topic is kept).
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Commit with CommitMode::Sync, one at a time, and report latency percentiles.
+    #[arg(long)]
+    sync: bool,
+    /// Async only: most commits outstanding at once.
+    #[arg(long, default_value_t = 64)]
+    max_in_flight: u64,
 }
 
 /// Options shared by every subcommand that talks to a broker.
@@ -347,6 +418,63 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             suite::run(&options)?;
         }
+        Command::Rebalance(args) => {
+            if args.create_topic {
+                admin::create_topic(&args.client.bootstrap, &args.topic, args.partitions)?;
+            }
+            let options = rebalance::RebalanceOptions {
+                group: args
+                    .group
+                    .unwrap_or_else(|| format!("tributary-bench-rebalance-{}", std::process::id())),
+                bootstrap: args.client.bootstrap,
+                topic: args.topic,
+                members: args.members,
+                rounds: args.rounds,
+                session_timeout_ms: args.session_timeout_ms,
+                heartbeat_interval_ms: args.heartbeat_interval_ms,
+                trickle_interval: Duration::from_millis(args.trickle_interval_ms.max(1)),
+                settle: seconds(args.settle_s, "--settle-s")?,
+                event_timeout: seconds(args.event_timeout_s, "--event-timeout-s")?,
+                extra_config: args.client.extra_config,
+            };
+            let result = rebalance::run(&options)?;
+            if json {
+                for line in rebalance::json_lines(&result) {
+                    println!("{line}");
+                }
+            } else {
+                println!("{}", rebalance::markdown(&result));
+            }
+        }
+        Command::Commits(args) => {
+            if args.partitions > 0 {
+                admin::create_topic(&args.client.bootstrap, &args.topic, args.partitions)?;
+            }
+            let options = commits::CommitOptions {
+                bootstrap: args.client.bootstrap,
+                topic: args.topic,
+                group: args.group,
+                commits: args.commits,
+                sync: args.sync,
+                max_in_flight: args.max_in_flight.max(1),
+                assign_timeout: Duration::from_secs(30),
+                extra_config: args.client.extra_config,
+            };
+            let result = commits::run(&options)?;
+            if json {
+                println!("{}", commits::json(&result));
+            } else {
+                println!("{}", commits::markdown(std::slice::from_ref(&result)));
+            }
+            if result.errors > 0 {
+                eprintln!(
+                    "error: {} commits failed; first: {}",
+                    result.errors,
+                    result.first_error.as_deref().unwrap_or("?")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -435,6 +563,41 @@ mod tests {
             panic!("expected suite");
         };
         assert_eq!(args.warm.warm_page_cache, 1 << 30);
+    }
+
+    #[test]
+    fn group_subcommands_parse_with_defaults() {
+        let cli = Cli::try_parse_from([
+            "tributary-bench",
+            "rebalance",
+            "--topic",
+            "t",
+            "--create-topic",
+        ])
+        .unwrap();
+        let Command::Rebalance(args) = cli.command else {
+            panic!("expected rebalance");
+        };
+        assert_eq!((args.members, args.rounds, args.partitions), (3, 5, 6));
+        assert_eq!(
+            (args.session_timeout_ms, args.heartbeat_interval_ms),
+            (6000, 500)
+        );
+        let cli = Cli::try_parse_from([
+            "tributary-bench",
+            "commits",
+            "--topic",
+            "t",
+            "--group",
+            "g",
+            "--sync",
+        ])
+        .unwrap();
+        let Command::Commits(args) = cli.command else {
+            panic!("expected commits");
+        };
+        assert!(args.sync);
+        assert_eq!((args.commits, args.partitions), (20_000, 6));
     }
 
     #[test]

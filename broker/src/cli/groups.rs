@@ -32,15 +32,8 @@ use super::{check, Error, Result};
 /// `tributary groups`: arguments shared by every subcommand, then the subcommand.
 #[derive(Debug, clap::Args)]
 pub struct GroupsArgs {
-    /// Broker to talk to, as HOST:PORT.
-    #[arg(
-        long,
-        global = true,
-        env = "TRIBUTARY_BOOTSTRAP_SERVER",
-        default_value = "127.0.0.1:9092",
-        value_name = "HOST:PORT"
-    )]
-    pub bootstrap_server: String,
+    #[command(flatten)]
+    pub bootstrap: super::BootstrapArgs,
     #[command(subcommand)]
     pub command: GroupsCommand,
 }
@@ -86,19 +79,13 @@ pub struct ResetArgs {
 
 /// Runs one `groups` subcommand, writing its output to `out` (and warnings to stderr).
 pub fn run(args: GroupsArgs, out: &mut impl Write) -> Result<()> {
-    let mut client = AdminClient::connect(&args.bootstrap_server)?;
+    let mut client = AdminClient::connect(&args.bootstrap.bootstrap_server)?;
     let lines = match args.command {
         GroupsCommand::List => list(&mut client)?,
         GroupsCommand::Describe { group } => describe(&mut client, &group)?,
         GroupsCommand::ResetOffsets(reset) => reset_offsets(&mut client, &reset)?,
     };
-    // A closed stdout (`| head`) is not worth an error message.
-    for line in lines {
-        if writeln!(out, "{line}").is_err() {
-            break;
-        }
-    }
-    let _ = out.flush();
+    super::print_lines(out, lines);
     Ok(())
 }
 

@@ -103,3 +103,28 @@ pub(crate) fn check(resource: &str, error_code: i16, message: Option<&str>) -> R
         message: message.map(str::to_string),
     })
 }
+
+/// The broker every admin command talks to; flattened into each command's arguments.
+#[derive(Debug, clap::Args)]
+pub struct BootstrapArgs {
+    /// Broker to talk to, as HOST:PORT.
+    #[arg(
+        long,
+        global = true,
+        env = "TRIBUTARY_BOOTSTRAP_SERVER",
+        default_value = "127.0.0.1:9092",
+        value_name = "HOST:PORT"
+    )]
+    pub bootstrap_server: String,
+}
+
+/// Writes a command's output lines. A closed stdout (`| head`) is not worth an error
+/// message, so writing stops quietly at the first failure.
+pub(crate) fn print_lines(out: &mut impl std::io::Write, lines: Vec<String>) {
+    for line in lines {
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    let _ = out.flush();
+}

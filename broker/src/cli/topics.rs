@@ -54,15 +54,8 @@ pub(crate) const LATEST_TIMESTAMP: i64 = -1;
 /// `tributary topics`: arguments shared by every subcommand, then the subcommand.
 #[derive(Debug, clap::Args)]
 pub struct TopicsArgs {
-    /// Broker to talk to, as HOST:PORT.
-    #[arg(
-        long,
-        global = true,
-        env = "TRIBUTARY_BOOTSTRAP_SERVER",
-        default_value = "127.0.0.1:9092",
-        value_name = "HOST:PORT"
-    )]
-    pub bootstrap_server: String,
+    #[command(flatten)]
+    pub bootstrap: super::BootstrapArgs,
     #[command(subcommand)]
     pub command: TopicsCommand,
 }
@@ -115,7 +108,7 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 /// Runs one `topics` subcommand, writing its output to `out`.
 pub fn run(args: TopicsArgs, out: &mut impl Write) -> Result<()> {
-    let mut client = AdminClient::connect(&args.bootstrap_server)?;
+    let mut client = AdminClient::connect(&args.bootstrap.bootstrap_server)?;
     let lines = match args.command {
         TopicsCommand::List => list(&mut client)?,
         TopicsCommand::Describe { topic } => describe(&mut client, &topic)?,
@@ -140,13 +133,7 @@ pub fn run(args: TopicsArgs, out: &mut impl Write) -> Result<()> {
             alter_configs(&mut client, &topic, &set, &delete)?
         }
     };
-    // A closed stdout (`| head`) is not worth an error message.
-    for line in lines {
-        if writeln!(out, "{line}").is_err() {
-            break;
-        }
-    }
-    let _ = out.flush();
+    super::print_lines(out, lines);
     Ok(())
 }
 

@@ -484,6 +484,19 @@ impl Log {
     /// high watermark for consumers, the log end offset for followers). The first batch may
     /// start before `fetch_offset`; clients skip the records below it.
     pub fn read(&self, fetch_offset: i64, max_bytes: usize, max_offset: i64) -> Result<FetchData> {
+        self.read_batches(fetch_offset, max_bytes, max_offset, true)
+    }
+
+    /// [`Log::read`] with the KIP-74 exception optional: with `min_one_batch` false, a first
+    /// batch larger than `max_bytes` is not returned (Kafka's `minOneMessage`, which a fetch
+    /// grants only to the first partition that has data).
+    pub fn read_batches(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<FetchData> {
         if fetch_offset < self.log_start_offset || fetch_offset > self.log_end_offset {
             return Err(self.out_of_range(fetch_offset));
         }
@@ -512,7 +525,12 @@ impl Log {
                 };
                 start = false;
                 let (bytes, reached_end) = segment
-                    .read(position, remaining, max_offset, out.is_empty())
+                    .read(
+                        position,
+                        remaining,
+                        max_offset,
+                        min_one_batch && out.is_empty(),
+                    )
                     .map_err(Error::io("reading", segment.log_path()))?;
                 remaining = remaining.saturating_sub(bytes.len());
                 if out.is_empty() {
@@ -1631,6 +1649,20 @@ mod tests {
             log.log_end_offset(),
             4,
             "the corrupt last batch is truncated"
+        );
+    }
+
+    #[test]
+    fn read_batches_without_min_one_stops_at_max_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        append(&mut log, 1, 1000, 0);
+        let whole = log.read_batches(0, 10, i64::MAX, true).unwrap();
+        assert!(whole.records.len() > 1000, "KIP-74: one whole batch");
+        let none = log.read_batches(0, 10, i64::MAX, false).unwrap();
+        assert!(
+            none.records.is_empty(),
+            "no exception without min_one_batch"
         );
     }
 

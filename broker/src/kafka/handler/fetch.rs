@@ -70,13 +70,7 @@ fn read_pass(wanted: &[Wanted], response_max_bytes: usize) -> Vec<Found> {
             };
             let high_watermark = log.log_end_offset();
             let log_start_offset = log.log_start_offset();
-            // Once the response holds something, stop adding past max_bytes; before that the
-            // log returns at least one whole batch whatever the limit.
-            let budget = if total == 0 {
-                w.max_bytes.min(response_max_bytes)
-            } else {
-                w.max_bytes.min(response_max_bytes.saturating_sub(total))
-            };
+            let budget = w.max_bytes.min(response_max_bytes.saturating_sub(total));
             if total > 0 && budget == 0 {
                 return Found {
                     error: 0,
@@ -85,13 +79,10 @@ fn read_pass(wanted: &[Wanted], response_max_bytes: usize) -> Vec<Found> {
                     log_start_offset,
                 };
             }
-            match log.read(w.fetch_offset, budget.max(1), high_watermark) {
-                Ok(FetchData { mut records, .. }) => {
-                    // The log always returns at least one whole batch; only the first
-                    // partition with data may use that exception (KIP-74).
-                    if total > 0 && records.len() > budget {
-                        records = Bytes::new();
-                    }
+            // Only the first partition with data may exceed the budget with one whole batch
+            // (KIP-74); later ones stop at the budget.
+            match log.read_batches(w.fetch_offset, budget.max(1), high_watermark, total == 0) {
+                Ok(FetchData { records, .. }) => {
                     total += records.len();
                     Found {
                         error: 0,

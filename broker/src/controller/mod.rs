@@ -12,15 +12,18 @@
 //! MetadataStore::apply(change) ──> <log.dirs>/__cluster_metadata/image.json
 //! ```
 
+pub mod image;
 pub mod topic_config;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use image::{
+    BrokerRecord, Command, CommandError, MetadataImage, Outcome, PartitionRecord, TopicRecord,
+    NO_LEADER,
+};
 pub use topic_config::TopicConfigs;
 
 /// Name of the directory, inside `log.dirs`, that holds the metadata image.
@@ -40,30 +43,8 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// One topic as the metadata knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicRecord {
-    pub name: String,
-    pub topic_id: Uuid,
-    pub partitions: i32,
-    pub configs: TopicConfigs,
-}
-
 /// Producer ids handed out per metadata write (Kafka's `ProducerIdManager` block size).
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
-
-/// The whole metadata: the cluster id, every topic by name, and the producer id allocation.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetadataImage {
-    pub cluster_id: String,
-    pub topics: BTreeMap<String, TopicRecord>,
-    /// End (exclusive) of the last block of producer ids reserved for `InitProducerId`
-    /// (Kafka's `ProducerIdsRecord.nextProducerId`). A block is persisted here before any id
-    /// from it is handed out, so ids never repeat across restarts; ids of a block left
-    /// unused by a restart are skipped. Images written before idempotence lack the field.
-    #[serde(default)]
-    pub next_producer_id_block: i64,
-}
 
 /// The metadata image and the file it lives in.
 #[derive(Debug)]
@@ -90,8 +71,7 @@ impl MetadataStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let image = MetadataImage {
                     cluster_id: new_cluster_id(),
-                    topics: BTreeMap::new(),
-                    next_producer_id_block: 0,
+                    ..MetadataImage::default()
                 };
                 let mut store = MetadataStore { dir, image };
                 store.persist()?;
@@ -140,7 +120,7 @@ impl MetadataStore {
 }
 
 /// A cluster id in Kafka's form: a random UUID as 22 characters of URL-safe base64.
-fn new_cluster_id() -> String {
+pub fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = Uuid::new_v4().as_u128();
     (0..22)
@@ -204,6 +184,7 @@ mod tests {
                         topic_id: id,
                         partitions: 3,
                         configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+                        assignments: Vec::new(),
                     },
                 )
             })

@@ -344,6 +344,7 @@ impl ReplicaManager {
             topic_id: Uuid::new_v4(),
             partitions,
             configs,
+            assignments: Vec::new(),
         };
         let log_config = topic_config::log_config(&self.config.log, &record.configs);
         if validate_only {

@@ -7,10 +7,12 @@
 //! | [`controller`] | cluster metadata: topics, their ids, partitions and configs |
 //! | [`group`] | consumer groups: the classic-protocol membership state machine |
 //! | [`cli`] | the admin command line (`tributary topics ...`): a blocking `kafka-protocol` client |
+//! | [`devcluster`] | `tributary dev --brokers N`: runs and supervises N local broker processes |
 //! | [`server`] | process wiring: configuration, listener, partitions, background tasks, shutdown |
 
 pub mod cli;
 pub mod controller;
+pub mod devcluster;
 pub mod group;
 pub mod kafka;
 pub mod log;

@@ -1,5 +1,6 @@
 //! The `tributary` binary: `broker` (the production entry point), `dev` (one broker on
-//! localhost with topic auto-creation, for trying things out), `topics` and `groups` (the
+//! localhost with topic auto-creation, for trying things out, or with `--brokers N` a local
+//! cluster of N broker processes, see [`tributary::devcluster`]), `topics` and `groups` (the
 //! admin CLI, see [`tributary::cli`]).
 
 use std::io::{IsTerminal, Write};
@@ -10,7 +11,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tributary::cli::groups::GroupsArgs;
 use tributary::cli::topics::TopicsArgs;
-use tributary::server::config::{BrokerConfig, Properties};
+use tributary::server::config::{machine_hostname, BrokerConfig, Properties};
 use tributary::server::Broker;
 
 #[derive(Parser)]
@@ -36,15 +37,30 @@ enum Command {
         #[arg(long = "override", short = 'o', value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
-    /// Run one broker on 127.0.0.1:9092 with data under ./data, for development.
+    /// Run a broker on 127.0.0.1:9092 with data under ./data, for development; with
+    /// `--brokers 3` (or 5), a local cluster of that many broker processes.
+    ///
+    /// A cluster's brokers listen on consecutive ports (Kafka from --port, gRPC from
+    /// --controller-port), keep their data in <data-dir>/broker-<id>, and are listed with
+    /// their pids and exact command lines in <data-dir>/cluster.json. Kill one with
+    /// `kill -9 <pid>` to watch a failover; the others keep running, and the killed one can
+    /// be restarted by hand with its "command" from cluster.json. Ctrl-C stops them all.
     Dev {
         /// Where the partitions and metadata live.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
-        /// Port on 127.0.0.1.
+        /// Kafka port on 127.0.0.1 (of broker 0; broker i uses port + i).
         #[arg(long, default_value_t = 9092)]
         port: u16,
-        /// A `key=value` property, as for `broker`. Repeatable.
+        /// Number of brokers: 1 runs in this process; 3 or 5 run as child processes, each a
+        /// voter of the metadata quorum.
+        #[arg(long, default_value_t = 1)]
+        brokers: usize,
+        /// gRPC (controller and replication) port of broker 0; broker i uses this + i. Only
+        /// with --brokers above 1.
+        #[arg(long, default_value_t = 9192)]
+        controller_port: u16,
+        /// A `key=value` property, as for `broker`, given to every broker. Repeatable.
         #[arg(long = "override", short = 'o', value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
@@ -86,7 +102,26 @@ fn main() -> anyhow::Result<()> {
         Command::Dev {
             data_dir,
             port,
+            brokers,
+            controller_port,
             overrides,
+        } if brokers != 1 => {
+            return dev_cluster(tributary::devcluster::DevClusterSpec {
+                brokers,
+                data_dir: std::path::absolute(&data_dir)
+                    .with_context(|| format!("invalid --data-dir {}", data_dir.display()))?,
+                port,
+                controller_port,
+                overrides,
+                executable: std::env::current_exe()
+                    .context("cannot find this executable to start the brokers")?,
+            });
+        }
+        Command::Dev {
+            data_dir,
+            port,
+            overrides,
+            ..
         } => {
             let mut props = Properties::default();
             props.set("log.dirs", &data_dir.to_string_lossy());
@@ -97,8 +132,11 @@ fn main() -> anyhow::Result<()> {
             (props, true)
         }
     };
+    // The host name gives the broker id its default (`tributary-2` is broker 2).
+    let hostname = machine_hostname().or_else(|| std::env::var("HOSTNAME").ok());
     let (config, ignored) =
-        BrokerConfig::from_properties(&props).context("invalid configuration")?;
+        BrokerConfig::from_properties_with_hostname(&props, hostname.as_deref())
+            .context("invalid configuration")?;
     for key in ignored {
         tracing::warn!(key, "unknown configuration key ignored");
     }
@@ -108,6 +146,18 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(run(config, dev))
+}
+
+/// `dev --brokers N` with N > 1: the supervisor of [`tributary::devcluster`], on a small
+/// runtime of its own (it only waits for signals and child events).
+fn dev_cluster(spec: tributary::devcluster::DevClusterSpec) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime
+        .block_on(tributary::devcluster::run(&spec))
+        .context("dev cluster")
 }
 
 /// The admin CLI: a short-lived blocking client that needs no runtime. Errors, including

@@ -12,7 +12,13 @@
 //! MetadataStore::apply(change) ──> <log.dirs>/__cluster_metadata/image.json
 //! ```
 
+pub mod duties;
 pub mod image;
+pub mod node;
+pub mod placement;
+pub mod prepare;
+pub mod raft;
+pub mod service;
 pub mod topic_config;
 
 use std::io::Write;

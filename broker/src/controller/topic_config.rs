@@ -131,7 +131,7 @@ pub fn validate(key: &str, value: &str) -> Result<(), TopicConfigError> {
             if n < min {
                 return Err(invalid(format!("must be at least {min}")));
             }
-            if key == "max.message.bytes" && n > i32::MAX as i64 {
+            if matches!(key, "max.message.bytes" | "min.insync.replicas") && n > i32::MAX as i64 {
                 return Err(invalid(format!("must be at most {}", i32::MAX)));
             }
         }
@@ -190,9 +190,17 @@ pub fn log_config(defaults: &LogConfig, configs: &TopicConfigs) -> LogConfig {
     c
 }
 
-/// `min.insync.replicas` of a topic (broker default 1).
-pub fn min_insync_replicas(configs: &TopicConfigs) -> i64 {
-    long(configs, "min.insync.replicas").unwrap_or(1)
+/// `min.insync.replicas` of a topic: its override, else `broker_default` (the broker's
+/// `min.insync.replicas`, [`BrokerConfig::min_insync_replicas`]). With acks=all, a write
+/// is refused with `NOT_ENOUGH_REPLICAS` while the ISR is smaller than this.
+///
+/// [`BrokerConfig::min_insync_replicas`]: crate::server::config::BrokerConfig::min_insync_replicas
+pub fn min_insync_replicas(broker_default: i32, configs: &TopicConfigs) -> i32 {
+    // Validation bounds the override to 1..=i32::MAX, so the conversion cannot fail for a
+    // stored value; the fallback covers a value stored before that bound existed.
+    long(configs, "min.insync.replicas")
+        .and_then(|v| i32::try_from(v).ok())
+        .unwrap_or(broker_default)
 }
 
 /// One row of `DescribeConfigs` for a topic.
@@ -277,6 +285,20 @@ mod tests {
         assert!(err.contains("delete"), "{err}");
         assert!(validate("segment.bytes", "13").is_err());
         assert!(validate("unclean.leader.election.enable", "yes").is_err());
+        assert!(validate("min.insync.replicas", "2").is_ok());
+        assert!(validate("min.insync.replicas", "0").is_err());
+        assert!(validate("min.insync.replicas", "2147483648").is_err());
+    }
+
+    #[test]
+    fn min_insync_replicas_override_wins_over_broker_default() {
+        let mut configs = TopicConfigs::new();
+        assert_eq!(min_insync_replicas(2, &configs), 2);
+        assert_eq!(min_insync_replicas(1, &configs), 1);
+        configs.insert("min.insync.replicas".into(), "3".into());
+        assert_eq!(min_insync_replicas(2, &configs), 3);
+        assert_eq!(min_insync_replicas(1, &configs), 3);
+        assert_eq!(min_insync_replicas(1, &configs), 3);
     }
 
     #[test]

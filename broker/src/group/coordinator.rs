@@ -48,6 +48,8 @@ use super::membership::error_code::{
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 const KAFKA_STORAGE_ERROR: i16 = 56;
+const NOT_COORDINATOR: i16 = 16;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
 
 /// One committed offset.
@@ -268,33 +270,29 @@ impl GroupCoordinator {
         self.groups.lock().expect("group coordinator lock poisoned")
     }
 
-    /// Creates `__consumer_offsets` if it does not exist yet (compacted, uncompressed).
-    pub fn ensure_offsets_topic(&self) -> Result<(), i16> {
-        if self.replicas.topic(OFFSETS_TOPIC).is_some() {
-            return Ok(());
-        }
+    /// `__consumer_offsets`' configuration: compacted, uncompressed.
+    pub fn offsets_topic_configs(&self) -> TopicConfigs {
         let mut configs = TopicConfigs::new();
         configs.insert("cleanup.policy".into(), "compact".into());
         configs.insert(
             "segment.bytes".into(),
             self.config.offsets_topic_segment_bytes.to_string(),
         );
-        match self.replicas.create_internal_topic(
-            OFFSETS_TOPIC,
-            self.config.offsets_topic_num_partitions,
-            configs,
-        ) {
-            Ok(_) => Ok(()),
-            // Created concurrently by another request.
-            Err(_) if self.replicas.topic(OFFSETS_TOPIC).is_some() => Ok(()),
-            Err(e) => {
-                tracing::error!(error = %e.message, "cannot create {OFFSETS_TOPIC}");
-                Err(COORDINATOR_NOT_AVAILABLE)
-            }
+        configs
+    }
+
+    /// Ok when `__consumer_offsets` exists (it is created through the controller by
+    /// FindCoordinator).
+    pub fn ensure_offsets_topic(&self) -> Result<(), i16> {
+        if self.replicas.topic(OFFSETS_TOPIC).is_some() {
+            Ok(())
+        } else {
+            Err(COORDINATOR_NOT_AVAILABLE)
         }
     }
 
-    /// Appends records for `group_id` to its partition of `__consumer_offsets`.
+    /// Appends records for `group_id` to its partition of `__consumer_offsets`, which this
+    /// broker must lead.
     fn append(&self, group_id: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), i16> {
         if records.is_empty() {
             return Ok(());
@@ -305,19 +303,21 @@ impl GroupCoordinator {
             .topic(OFFSETS_TOPIC)
             .ok_or(COORDINATOR_NOT_AVAILABLE)?;
         let index = partition_for(group_id, topic.record.partitions);
-        let partition = topic.partition(index).ok_or(COORDINATOR_NOT_AVAILABLE)?;
+        let partition = topic.partition(index).ok_or(NOT_COORDINATOR)?;
         let now = now_ms();
         let kvs: Vec<_> = records
             .iter()
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
             .collect();
         let mut batch = build_batch(0, now, &kvs);
-        let mut log = partition.log().ok_or(COORDINATOR_NOT_AVAILABLE)?;
-        if let Err(e) = log.append_as_leader(&mut batch, now) {
-            tracing::error!(group = group_id, error = %e, "cannot write to {OFFSETS_TOPIC}");
-            return Err(KAFKA_STORAGE_ERROR);
+        match partition.append_as_leader(&mut batch, now, false, 1) {
+            Ok(_) => {}
+            Err(e) if e.code == NOT_LEADER_OR_FOLLOWER => return Err(NOT_COORDINATOR),
+            Err(e) => {
+                tracing::error!(group = group_id, error = %e.message, "cannot write to {OFFSETS_TOPIC}");
+                return Err(KAFKA_STORAGE_ERROR);
+            }
         }
-        drop(log);
         self.replicas.notify_appended();
         Ok(())
     }
@@ -345,15 +345,65 @@ impl GroupCoordinator {
         }
     }
 
-    /// Rebuilds groups and offsets from `__consumer_offsets`. Blocking; call before serving.
+    /// Follows leadership of `__consumer_offsets` partitions: groups of a partition this
+    /// broker now leads are loaded from it (on the blocking pool); groups of one it no
+    /// longer leads are dropped, their new coordinator loads them.
+    pub fn leadership_changed(
+        self: &Arc<Self>,
+        became_leader: &[Arc<crate::server::partition::Partition>],
+        lost: &[(String, i32)],
+    ) {
+        let lost: Vec<i32> = lost
+            .iter()
+            .filter(|(t, _)| t == OFFSETS_TOPIC)
+            .map(|(_, p)| *p)
+            .collect();
+        if !lost.is_empty() {
+            if let Some(topic) = self.replicas.topic(OFFSETS_TOPIC) {
+                let n = topic.record.partitions;
+                let mut groups = self.lock();
+                groups.retain(|id, _| !lost.contains(&partition_for(id, n)));
+            }
+            tracing::info!(partitions = ?lost, "no longer coordinator for these {OFFSETS_TOPIC} partitions");
+        }
+        let gained: Vec<i32> = became_leader
+            .iter()
+            .filter(|p| p.topic == OFFSETS_TOPIC)
+            .map(|p| p.index)
+            .collect();
+        if gained.is_empty() {
+            return;
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = me.load_partitions(&gained) {
+                tracing::error!(error = %e, "cannot load groups from {OFFSETS_TOPIC}");
+            }
+        });
+    }
+
+    /// Rebuilds groups and offsets from every hosted partition of `__consumer_offsets`.
+    /// Blocking.
     pub fn load(&self) -> Result<(), crate::log::Error> {
         let Some(topic) = self.replicas.topic(OFFSETS_TOPIC) else {
             return Ok(());
         };
+        let all: Vec<i32> = topic.partitions().map(|p| p.index).collect();
+        self.load_partitions(&all)
+    }
+
+    /// Rebuilds the groups of the given `__consumer_offsets` partitions from their logs,
+    /// replacing what memory held for them. Blocking.
+    pub fn load_partitions(&self, indices: &[i32]) -> Result<(), crate::log::Error> {
+        let Some(topic) = self.replicas.topic(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
         let now = now_ms();
+        let n = topic.record.partitions;
         let mut groups = self.lock();
+        groups.retain(|id, _| !indices.contains(&partition_for(id, n)));
         let mut records = 0u64;
-        for partition in &topic.partitions {
+        for partition in topic.partitions().filter(|p| indices.contains(&p.index)) {
             let Some(log) = partition.log() else {
                 continue;
             };

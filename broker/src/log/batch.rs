@@ -35,6 +35,8 @@ pub const MIN_BATCH_LENGTH: i32 = (BATCH_HEADER_SIZE - LOG_OVERHEAD) as i32;
 /// The only record batch format this broker accepts.
 pub const MAGIC_V2: i8 = 2;
 
+/// Position of `partitionLeaderEpoch`, which the CRC does not cover.
+const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;
 const CRC_OFFSET: usize = 17;
 const ATTRIBUTES_OFFSET: usize = 21;
 
@@ -453,6 +455,17 @@ pub fn set_base_offset(buf: &mut [u8], base_offset: i64) {
     buf[0..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Overwrites the batch's `partitionLeaderEpoch`, as a leader does when it appends a
+/// producer's batch (Kafka's `DefaultRecordBatch.setPartitionLeaderEpoch`). The CRC does not
+/// cover the field, so the batch stays valid and nothing has to be recomputed.
+///
+/// # Panics
+/// If `buf` is shorter than 16 bytes.
+pub fn set_partition_leader_epoch(buf: &mut [u8], leader_epoch: i32) {
+    buf[PARTITION_LEADER_EPOCH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET + 4]
+        .copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
 /// Encodes a batch from a header and an already-encoded records section, filling in
 /// `batch_length` and `crc` (the given values of those two fields are ignored). Tests use it
 /// to build batches with arbitrary attributes, e.g. "compressed" ones with opaque payloads.
@@ -796,6 +809,23 @@ mod tests {
         assert_eq!(header.base_offset, 42);
         assert_eq!(header.last_offset(), 44);
         assert_eq!(decode_records(&batch).unwrap()[0].offset, 42);
+    }
+
+    #[test]
+    fn set_partition_leader_epoch_keeps_crc_valid() {
+        let mut batch = sample();
+        assert_eq!(
+            BatchHeader::parse(&batch).unwrap().partition_leader_epoch,
+            -1
+        );
+        set_partition_leader_epoch(&mut batch, 7);
+        let header = validate_batch(&batch).unwrap();
+        assert_eq!(header.partition_leader_epoch, 7);
+        assert_eq!(header.base_offset, 0, "nothing else changes");
+        assert_eq!(
+            decode_records(&batch).unwrap(),
+            decode_records(&sample()).unwrap()
+        );
     }
 
     #[test]

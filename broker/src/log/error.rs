@@ -13,10 +13,14 @@ use crate::log::producer_state::ProducerError;
 
 /// Kafka error codes used by the log (see Kafka's `org.apache.kafka.common.protocol.Errors`).
 pub mod kafka_code {
+    /// `UNKNOWN_SERVER_ERROR`.
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     /// `OFFSET_OUT_OF_RANGE`.
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
     /// `CORRUPT_MESSAGE`.
     pub const CORRUPT_MESSAGE: i16 = 2;
+    /// `NOT_LEADER_OR_FOLLOWER`.
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     /// `MESSAGE_TOO_LARGE`.
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     /// `KAFKA_STORAGE_ERROR`.
@@ -83,6 +87,41 @@ pub enum Error {
         source: ProducerError,
     },
 
+    /// A follower append does not continue the log: a batch fetched from the leader starts
+    /// before the offset the log (or the previous batch of the same append) ends at, or, for
+    /// a strict append, anywhere else than exactly there. Nothing was appended: the fetch
+    /// offset and the log disagree, which a fetcher must resolve (truncate or refetch).
+    #[error(
+        "follower append to {dir}: the batch at byte {position} starts at offset \
+         {base_offset}, but the log continues at {expected_offset}"
+    )]
+    UnexpectedAppendOffset {
+        /// The partition directory, to say which partition.
+        dir: PathBuf,
+        /// Byte position of the offending batch inside the appended buffer.
+        position: usize,
+        /// Offset the batch had to start at (the log end offset, or the previous batch's
+        /// next offset).
+        expected_offset: i64,
+        /// Offset the batch starts at.
+        base_offset: i64,
+    },
+
+    /// A leader append or epoch assignment names a leader epoch older than the newest one
+    /// in the log's leader epoch cache: the caller has been replaced as leader. Nothing was
+    /// appended; epochs in a log never go backwards.
+    #[error(
+        "leader epoch {leader_epoch} is older than the latest epoch {latest_epoch} of log {dir}"
+    )]
+    StaleLeaderEpoch {
+        /// The partition directory, to say which partition.
+        dir: PathBuf,
+        /// The epoch the caller appended with.
+        leader_epoch: i32,
+        /// The latest epoch in the leader epoch cache.
+        latest_epoch: i32,
+    },
+
     /// A file operation failed.
     #[error("I/O error while {action} {path}: {source}")]
     Io {
@@ -114,6 +153,11 @@ impl Error {
             Error::MessageTooLarge { .. } => kafka_code::MESSAGE_TOO_LARGE,
             Error::OffsetOutOfRange { .. } => kafka_code::OFFSET_OUT_OF_RANGE,
             Error::Producer { source, .. } => source.kafka_error_code(),
+            // Internal to replication: no client sends a follower append.
+            Error::UnexpectedAppendOffset { .. } => kafka_code::UNKNOWN_SERVER_ERROR,
+            // The broker thinks it leads but its log has seen a newer leader: the client should
+            // refresh its metadata and retry elsewhere.
+            Error::StaleLeaderEpoch { .. } => kafka_code::NOT_LEADER_OR_FOLLOWER,
             Error::Io { .. } | Error::CorruptCheckpoint { .. } => kafka_code::KAFKA_STORAGE_ERROR,
         }
     }

@@ -2,7 +2,8 @@
 //! and `LocalLog` folded together).
 //!
 //! ```text
-//! append_as_leader ──validate──▶ assign offsets ──▶ maybe roll ──▶ active segment
+//! append_as_leader ──validate──▶ assign offsets, stamp epoch ──▶ maybe roll ──▶ active segment
+//! append_as_follower ──validate, offsets as fetched──▶ roll per batch ──▶ active segment
 //! read ──floor(base offset)──▶ segment ──index + scan──▶ whole batches, raw bytes
 //! apply_retention / delete_records_before ──▶ delete oldest segments, advance log start
 //! open ──▶ load segments below the recovery point, recover the rest (always the last)
@@ -15,6 +16,14 @@
 //! `<offset>.snapshot` on every roll (named by the new segment's base offset) and on a clean
 //! close, so recovery replays at most the batches after the latest snapshot.
 //!
+//! Replication (KIP-101, KIP-279): every batch carries the epoch of the leader that appended
+//! it, and the [`LeaderEpochCache`] (`leader-epoch-checkpoint`) remembers where each epoch
+//! started, so a follower can find where its log diverges from the leader's
+//! ([`Log::end_offset_for_epoch`]) and [`Log::truncate_to`] there. The cache is assigned
+//! before batches are written and truncated after the log is, so after a crash it is at or
+//! ahead of the log, never behind, and `open` cuts what runs ahead. The high watermark lives
+//! here too and is checkpointed to `high-watermark-checkpoint` with the recovery point.
+//!
 //! The log is single-writer: mutating calls take `&mut self`, reads take `&self`; the
 //! caller wraps it in a lock. All file work is blocking; call it from a blocking context.
 //! See `docs/design/log.md` for the on-disk layout, recovery and retention rules.
@@ -25,9 +34,12 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::log::batch::{set_base_offset, split_batches_summary};
+use crate::log::batch::{
+    set_base_offset, set_partition_leader_epoch, split_batches_summary, BatchSummary,
+};
 use crate::log::cleaner::{self, CleanStats};
 use crate::log::error::{Error, Result};
+use crate::log::leader_epoch::{LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 use crate::log::producer_state::{
     delete_snapshots_after, delete_snapshots_older_than, read_latest_snapshot, Check,
     ProducerStateManager,
@@ -40,6 +52,10 @@ use crate::log::segment::{
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 /// File holding the recovery point: every batch below it is on disk (fsynced).
 pub const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
+/// File holding the high watermark (just the number), written with the recovery point by
+/// [`Log::flush_and_checkpoint`]. Kafka keeps one `replication-offset-checkpoint` per log
+/// directory; like our other checkpoints, ours is per partition.
+pub const HIGH_WATERMARK_FILE: &str = "high-watermark-checkpoint";
 /// Present only between a clean shutdown and the next open: the log was fully flushed, so
 /// the open trusts the last segment instead of validating it batch by batch (Kafka's
 /// `.kafka_cleanshutdown`). Structural checks of its tail still run.
@@ -142,6 +158,14 @@ pub struct Log {
     first_unflushed_append_ms: Option<i64>,
     /// Idempotent-producer state after every batch below `log_end_offset`.
     producer_state: ProducerStateManager,
+    /// Where each leader epoch starts; persisted in `leader-epoch-checkpoint`, at or ahead of
+    /// the log on disk.
+    leader_epoch_cache: LeaderEpochCache,
+    /// Offsets below it are replicated to the whole ISR and visible to consumers; always in
+    /// `[log_start_offset, log_end_offset]`. The replication layer advances it.
+    high_watermark: i64,
+    /// Value last written to `high-watermark-checkpoint`, `None` if the file is missing.
+    checkpointed_high_watermark: Option<i64>,
 }
 
 impl Log {
@@ -257,16 +281,28 @@ impl Log {
             unflushed_messages: 0,
             first_unflushed_append_ms: None,
             producer_state: ProducerStateManager::new(),
+            leader_epoch_cache: LeaderEpochCache::new(dir),
+            high_watermark: log_start_offset,
+            checkpointed_high_watermark: None,
         };
         log.load_producer_state()?;
+        log.load_leader_epoch_cache()?;
         if start_checkpoint != Some(log_start_offset) {
             write_checkpoint(&log.dir, LOG_START_OFFSET_FILE, log_start_offset)?;
         }
         log.checkpoint_recovery_point()?;
+        let hw_checkpoint = read_high_watermark(&log.dir)?;
+        log.checkpointed_high_watermark = hw_checkpoint;
+        log.high_watermark = hw_checkpoint
+            .unwrap_or(log_start_offset)
+            .min(log_end_offset)
+            .max(log_start_offset);
         tracing::debug!(
             dir = %log.dir.display(),
             log_start_offset,
             log_end_offset,
+            high_watermark = log.high_watermark,
+            latest_leader_epoch = log.leader_epoch_cache.latest_epoch(),
             segments = log.segments.len(),
             "opened log"
         );
@@ -276,7 +312,26 @@ impl Log {
     /// Validates every batch in `records` (one or more, as a producer sent them), then
     /// assigns offsets from the log end offset by rewriting each batch's base offset and
     /// appends the bytes unchanged otherwise. Nothing is appended if any batch is invalid.
+    /// Batches are stamped with the latest leader epoch in the cache, or 0 for a log that
+    /// has none (a single broker leads its partitions in epoch 0, which is what Metadata
+    /// reports); [`Log::append_as_leader_with_epoch`] names the epoch.
     pub fn append_as_leader(&mut self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
+        let leader_epoch = self.leader_epoch_cache.latest_epoch().unwrap_or(0);
+        self.append_as_leader_with_epoch(records, now_ms, leader_epoch)
+    }
+
+    /// [`Log::append_as_leader`] for the leader of `leader_epoch`: every batch's
+    /// `partitionLeaderEpoch` is set to it (outside the CRC, so nothing is recomputed), and a
+    /// new epoch is recorded in the leader epoch cache as starting at the first offset it
+    /// appends. An epoch older than the cache's latest is refused with
+    /// [`Error::StaleLeaderEpoch`]: another broker has led the partition since.
+    pub fn append_as_leader_with_epoch(
+        &mut self,
+        records: &mut [u8],
+        now_ms: i64,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        self.check_leader_epoch(leader_epoch)?;
         let mut batches = split_batches_summary(records)
             .map_err(|(position, source)| Error::InvalidBatch { position, source })?;
         for (_, summary) in &batches {
@@ -297,18 +352,23 @@ impl Log {
         let mut num_records = 0u64;
         for (position, summary) in &mut batches {
             set_base_offset(&mut records[*position..], next_offset);
+            set_partition_leader_epoch(&mut records[*position..], leader_epoch);
             summary.header.base_offset = next_offset;
+            summary.header.partition_leader_epoch = leader_epoch;
             next_offset = summary.header.next_offset();
             max_timestamp = max_timestamp.max(summary.header.max_timestamp);
             // records_count >= 1 was validated.
             num_records += summary.header.records_count as u64;
         }
         self.maybe_roll(records.len() as u64, next_offset - 1, now_ms)?;
+        // Before the data: the cache may run ahead of the log after a crash, never behind it.
+        self.leader_epoch_cache.assign(leader_epoch, base_offset)?;
         let active = self.active_segment_mut();
         let path = active.log_path().to_path_buf();
-        active
-            .append(records, &batches, now_ms)
-            .map_err(Error::io("appending to", path))?;
+        if let Err(e) = active.append(records, &batches, now_ms) {
+            self.undo_epoch_assignments();
+            return Err(Error::io("appending to", path)(e));
+        }
         self.log_end_offset = next_offset;
         for (_, summary) in &batches {
             self.producer_state
@@ -327,6 +387,171 @@ impl Log {
             num_records,
             duplicate: false,
         })
+    }
+
+    /// Appends batches fetched from the leader, whose offsets and leader epochs are already
+    /// assigned and are kept as they are. `records` must be whole batches (a fetch response's
+    /// records), the first starting exactly at the log end offset and each following batch
+    /// right after the previous one; otherwise [`Error::UnexpectedAppendOffset`] and nothing
+    /// is appended. Empty `records` append nothing.
+    ///
+    /// Every batch is validated as a leader append validates it (structure and CRC; the
+    /// leader applied `max.message.bytes` already). The producer state is updated the way
+    /// recovery replays the log, without the sequence checks, so this replica deduplicates
+    /// an idempotent producer's retries should it become leader. Each batch's epoch is
+    /// assigned in the leader epoch cache at its base offset. Rolls are decided batch by
+    /// batch, so a follower fed the leader's batches cuts its segments where the leader did.
+    /// The broker's wall clock stands in for the append time (`segment.ms`, `flush.ms`).
+    pub fn append_as_follower(&mut self, records: &[u8]) -> Result<AppendInfo> {
+        self.append_replicated(records, false)
+    }
+
+    /// [`Log::append_as_follower`] for a leader whose log has holes: batches must start at
+    /// or after the log end offset and each at or after the previous one's end, but may skip
+    /// offsets. Compaction removes batches and leaves such holes (Kafka's follower accepts
+    /// them the same way), so a follower that catches up on a compacted partition must use
+    /// this; the strict variant catches a fetcher that appends at the wrong offset.
+    pub fn append_as_follower_with_gaps(&mut self, records: &[u8]) -> Result<AppendInfo> {
+        self.append_replicated(records, true)
+    }
+
+    fn append_replicated(&mut self, records: &[u8], allow_gaps: bool) -> Result<AppendInfo> {
+        if records.is_empty() {
+            return Ok(AppendInfo {
+                base_offset: self.log_end_offset,
+                last_offset: self.log_end_offset - 1,
+                max_timestamp: -1,
+                log_start_offset: self.log_start_offset,
+                num_records: 0,
+                duplicate: false,
+            });
+        }
+        let batches = split_batches_summary(records)
+            .map_err(|(position, source)| Error::InvalidBatch { position, source })?;
+        let mut expected_offset = self.log_end_offset;
+        for (position, summary) in &batches {
+            let base_offset = summary.header.base_offset;
+            let continues = if allow_gaps {
+                base_offset >= expected_offset
+            } else {
+                base_offset == expected_offset
+            };
+            if !continues {
+                return Err(Error::UnexpectedAppendOffset {
+                    dir: self.dir.clone(),
+                    position: *position,
+                    expected_offset,
+                    base_offset,
+                });
+            }
+            expected_offset = summary.header.next_offset();
+        }
+        let now_ms = self.segments_created_fallback_ms();
+        // An entry at the log end has no batch: this replica became leader and appended
+        // nothing before losing the leadership. The leader's batches decide that range now
+        // (Kafka's `truncateTo` clears such an entry for the same reason).
+        self.leader_epoch_cache
+            .truncate_from_end(self.log_end_offset)?;
+        // Before the data, as for a leader append.
+        self.leader_epoch_cache.assign_all(
+            batches
+                .iter()
+                .map(|(_, s)| (s.header.partition_leader_epoch, s.header.base_offset)),
+        )?;
+        if let Err(e) = self.write_replicated(records, &batches, now_ms) {
+            self.undo_epoch_assignments();
+            return Err(e);
+        }
+        if self.unflushed_messages >= self.config.flush_messages {
+            self.flush()?;
+        }
+        let first = &batches[0].1.header;
+        let last = &batches[batches.len() - 1].1.header;
+        Ok(AppendInfo {
+            base_offset: first.base_offset,
+            last_offset: last.last_offset(),
+            max_timestamp: batches
+                .iter()
+                .map(|(_, s)| s.header.max_timestamp)
+                .max()
+                .unwrap_or(-1),
+            log_start_offset: self.log_start_offset,
+            // records_count >= 1 was validated.
+            num_records: batches
+                .iter()
+                .map(|(_, s)| s.header.records_count as u64)
+                .sum(),
+            duplicate: false,
+        })
+    }
+
+    /// Writes validated follower batches in runs that fit the active segment, rolling before
+    /// each run as a leader would before each of these batches. The log end offset, producer
+    /// state and flush counters follow each run, so a failed write leaves the log consistent
+    /// with what was written before it.
+    fn write_replicated(
+        &mut self,
+        records: &[u8],
+        batches: &[(usize, BatchSummary)],
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut first = 0;
+        while first < batches.len() {
+            let (start, summary) = batches[first];
+            let mut run_bytes = summary.header.total_size() as u64;
+            self.maybe_roll(run_bytes, summary.header.last_offset(), now_ms)?;
+            let active = self.active_segment();
+            let mut end = first + 1;
+            while let Some((_, next)) = batches.get(end) {
+                let new_size = active.size() + run_bytes + next.header.total_size() as u64;
+                let fits = new_size <= self.config.segment_bytes
+                    && new_size <= u64::from(u32::MAX)
+                    && next.header.last_offset() - active.base_offset() <= MAX_RELATIVE_OFFSET;
+                if !fits {
+                    break;
+                }
+                run_bytes += next.header.total_size() as u64;
+                end += 1;
+            }
+            let run: Vec<(usize, BatchSummary)> = batches[first..end]
+                .iter()
+                .map(|&(position, summary)| (position - start, summary))
+                .collect();
+            // `run_bytes` sums sizes of batches inside `records`, so it fits in usize.
+            let bytes = &records[start..start + run_bytes as usize];
+            let active = self.active_segment_mut();
+            let path = active.log_path().to_path_buf();
+            active
+                .append(bytes, &run, now_ms)
+                .map_err(Error::io("appending to", path))?;
+            for (_, summary) in &run {
+                let header = summary.header;
+                self.log_end_offset = header.next_offset();
+                self.producer_state
+                    .load_from_batches([(header, header.base_offset)]);
+                // records_count >= 1 was validated.
+                self.unflushed_messages += header.records_count as u64;
+            }
+            self.first_unflushed_append_ms.get_or_insert(now_ms);
+            first = end;
+        }
+        Ok(())
+    }
+
+    /// After a failed write: drops the epochs assigned for it (entries at or past the log
+    /// end offset). A failure here is logged only; the write's error is the one to report,
+    /// and the next open truncates the file the same way.
+    fn undo_epoch_assignments(&mut self) {
+        if let Err(e) = self
+            .leader_epoch_cache
+            .truncate_from_end(self.log_end_offset)
+        {
+            tracing::error!(
+                dir = %self.dir.display(),
+                error = %e,
+                "cannot undo a leader epoch assignment after a failed append"
+            );
+        }
     }
 
     /// The idempotent-producer checks of an append, before anything is written: `Ok(None)`
@@ -428,6 +653,125 @@ impl Log {
             "loaded producer state"
         );
         Ok(())
+    }
+
+    /// Loads `leader-epoch-checkpoint`, or rebuilds it from the batch headers if it is
+    /// missing or unreadable, then moves its start up to the log start offset (the file may
+    /// predate the last `DeleteRecords`) and drops every entry at or past the log end (the
+    /// file is written before the batches, and recovery may have cut a torn tail): every
+    /// entry left has a batch.
+    fn load_leader_epoch_cache(&mut self) -> Result<()> {
+        match LeaderEpochCache::load(&self.dir)? {
+            Some(cache) => self.leader_epoch_cache = cache,
+            None => self.rebuild_leader_epoch_cache()?,
+        }
+        self.leader_epoch_cache
+            .truncate_from_start(self.log_start_offset)?;
+        self.leader_epoch_cache
+            .truncate_from_end(self.log_end_offset)?;
+        Ok(())
+    }
+
+    /// Kafka's rebuild from the log: the epoch of every batch header, oldest first, assigned
+    /// at its base offset (only the 61-byte headers are read). Persisted when the log has
+    /// batches, so the next open does not scan again; an empty log writes nothing.
+    fn rebuild_leader_epoch_cache(&mut self) -> Result<()> {
+        let mut assignments: Vec<(i32, i64)> = Vec::new();
+        let mut batches = 0u64;
+        for segment in &self.segments {
+            let mut position = 0;
+            while let Some(header) = segment
+                .read_header_at(position)
+                .map_err(Error::io("reading", segment.log_path()))?
+            {
+                if assignments.last().map(|&(epoch, _)| epoch)
+                    != Some(header.partition_leader_epoch)
+                {
+                    assignments.push((header.partition_leader_epoch, header.base_offset));
+                }
+                batches += 1;
+                position += header.total_size() as u64;
+            }
+        }
+        let mut cache = LeaderEpochCache::new(&self.dir);
+        cache.assign_all_in_memory(assignments);
+        if batches > 0 {
+            cache.persist()?;
+            tracing::info!(
+                dir = %self.dir.display(),
+                batches,
+                entries = cache.entries().len(),
+                "rebuilt the leader epoch cache from the log"
+            );
+        }
+        self.leader_epoch_cache = cache;
+        Ok(())
+    }
+
+    /// Records that `leader_epoch` starts at `start_offset`, normally the log end offset when
+    /// this replica becomes leader (Kafka's `maybeAssignEpochStartOffset` in `makeLeader`),
+    /// so followers asking where the previous epoch ended get this offset even before the
+    /// new leader appends. Ignored if the epoch is already the latest; an older one is
+    /// refused with [`Error::StaleLeaderEpoch`], since epochs in a log never go backwards.
+    ///
+    /// Such an entry has no batch until the first append of the epoch. Becoming a follower
+    /// again ([`Log::append_as_follower`], or [`Log::truncate_to`] at or past the log end)
+    /// removes it, and so does the next `open` (which keeps only entries with batches).
+    pub fn assign_epoch(&mut self, leader_epoch: i32, start_offset: i64) -> Result<()> {
+        self.check_leader_epoch(leader_epoch)?;
+        self.leader_epoch_cache.assign(leader_epoch, start_offset)?;
+        Ok(())
+    }
+
+    /// Refuses an epoch older than the cache's latest: the caller has been replaced as leader.
+    fn check_leader_epoch(&self, leader_epoch: i32) -> Result<()> {
+        match self.leader_epoch_cache.latest_epoch() {
+            Some(latest_epoch) if leader_epoch < latest_epoch => Err(Error::StaleLeaderEpoch {
+                dir: self.dir.clone(),
+                leader_epoch,
+                latest_epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The newest leader epoch that appended to this log (or was assigned), `None` if none.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.leader_epoch_cache.latest_epoch()
+    }
+
+    /// Kafka's `OffsetsForLeaderEpoch` answer: the largest epoch at or below `epoch` that this
+    /// log knows, and the offset where it ended (the start of the next epoch, or the log end
+    /// offset for the latest). `(UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)` = (-1, -1) when
+    /// `epoch` is undefined or older than every epoch the log knows.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.leader_epoch_cache
+            .end_offset_for(epoch, self.log_end_offset)
+            .unwrap_or((UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET))
+    }
+
+    /// The leader epoch cache as (epoch, start offset) pairs, oldest first.
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.leader_epoch_cache
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
+    }
+
+    /// Offsets below the high watermark are replicated to every in-sync replica; consumers
+    /// read up to it (callers pass it as `max_offset`).
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// Advances the high watermark to `hw`, clamped to `[log_start_offset, log_end_offset]`.
+    /// It never moves back here: a lower value is ignored (a follower may learn an older one
+    /// from a late response). Only truncation lowers it. A single replica sets it to the log
+    /// end offset after each append.
+    pub fn set_high_watermark(&mut self, hw: i64) {
+        let clamped = hw.clamp(self.log_start_offset, self.log_end_offset);
+        self.high_watermark = self.high_watermark.max(clamped);
     }
 
     /// The idempotent-producer state (for inspection and tests).
@@ -744,8 +1088,15 @@ impl Log {
     /// whole, so the new log end offset is that batch's base offset (<= `offset`); replication
     /// truncates at batch boundaries, where the two agree. Below the log start offset the log
     /// is emptied and restarts at `offset` (Kafka's `truncateFullyAndStartAt`).
+    ///
+    /// The leader epoch cache loses the entries that start at or after the new end, and the
+    /// high watermark comes down to it if it was above. At or past the log end nothing is
+    /// removed, but an epoch entry at the log end (assigned with no batch after it) still
+    /// goes, as in Kafka: it belongs to a leadership that appended nothing.
     pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
         if offset >= self.log_end_offset {
+            self.leader_epoch_cache
+                .truncate_from_end(self.log_end_offset)?;
             return Ok(());
         }
         if offset < self.log_start_offset {
@@ -768,13 +1119,26 @@ impl Log {
         if self.log_end_offset < self.log_start_offset {
             self.set_log_start_offset(self.log_end_offset)?;
         }
+        self.high_watermark = self.high_watermark.min(self.log_end_offset);
+        // After the data, so that a crash leaves the cache ahead of the log, never behind.
+        self.leader_epoch_cache
+            .truncate_from_end(self.log_end_offset)?;
         // Kafka's `truncateAndReload`: the exact state at the new end is the latest snapshot
         // at or below it plus a replay of the batches after it.
         self.load_producer_state()?;
         self.after_truncation()
     }
 
-    fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<()> {
+    /// Empties the log and restarts it at `offset`, which becomes the log start offset, the
+    /// log end offset and the high watermark (Kafka's `truncateFullyAndStartAt`). Every
+    /// segment, producer state snapshot and leader epoch entry goes. A follower whose fetch
+    /// offset fell below the leader's log start offset starts over there; `offset` may be
+    /// above the current log end.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<()> {
+        if offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        self.leader_epoch_cache.clear()?;
         self.set_log_start_offset(offset)?;
         for segment in self.segments.drain(..) {
             let path = segment.log_path().to_path_buf();
@@ -788,8 +1152,13 @@ impl Log {
                 .map_err(Error::io("creating segment in", &self.dir))?;
         self.segments.push(segment);
         self.log_end_offset = offset;
+        self.high_watermark = offset;
         delete_snapshots_older_than(&self.dir, i64::MAX)?;
         self.producer_state = ProducerStateManager::new();
+        // Nothing below `offset` is left to recover; the old value may even lie below it.
+        self.recovery_point = offset;
+        self.unflushed_messages = 0;
+        self.first_unflushed_append_ms = None;
         self.after_truncation()
     }
 
@@ -823,10 +1192,11 @@ impl Log {
     }
 
     /// Fsyncs everything and writes the recovery point, so the next open scans only the
-    /// active segment.
+    /// active segment, and the high watermark.
     pub fn flush_and_checkpoint(&mut self) -> Result<()> {
         self.flush()?;
-        self.checkpoint_recovery_point()
+        self.checkpoint_recovery_point()?;
+        self.checkpoint_high_watermark()
     }
 
     /// The last act on a log before the process exits cleanly: fsync, checkpoint, and leave
@@ -916,9 +1286,29 @@ impl Log {
         }
     }
 
+    /// Persists and sets the log start offset. Moving it up (retention, `DeleteRecords`)
+    /// also moves the leader epoch cache's start and keeps the high watermark at or above it.
     fn set_log_start_offset(&mut self, offset: i64) -> Result<()> {
         write_checkpoint(&self.dir, LOG_START_OFFSET_FILE, offset)?;
+        let moved_up = offset > self.log_start_offset;
         self.log_start_offset = offset;
+        if moved_up {
+            self.high_watermark = self.high_watermark.max(offset);
+            self.leader_epoch_cache.truncate_from_start(offset)?;
+            // Everything deleted: the entry moved to the log end has no batch any more, and
+            // the next open would drop it; drop it now so the cache does not depend on that.
+            self.leader_epoch_cache
+                .truncate_from_end(self.log_end_offset)?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint_high_watermark(&mut self) -> Result<()> {
+        if self.checkpointed_high_watermark != Some(self.high_watermark) {
+            let text = format!("{}\n", self.high_watermark);
+            write_file_atomically(&self.dir, HIGH_WATERMARK_FILE, text.as_bytes())?;
+            self.checkpointed_high_watermark = Some(self.high_watermark);
+        }
         Ok(())
     }
 
@@ -947,19 +1337,50 @@ fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
-/// Writes `0\n<value>\n` to `<dir>/<name>` atomically: write a `.tmp`, fsync, rename, fsync
-/// the directory.
+/// Writes `0\n<value>\n` to `<dir>/<name>` atomically (see [`write_file_atomically`]).
 fn write_checkpoint(dir: &Path, name: &str, value: i64) -> Result<()> {
+    write_file_atomically(
+        dir,
+        name,
+        format!("{CHECKPOINT_VERSION}\n{value}\n").as_bytes(),
+    )
+}
+
+/// Replaces `<dir>/<name>` with `contents` so that a crash leaves the old file or the new one,
+/// never a torn one: write `<name>.tmp`, fsync it, rename it over the file, fsync the
+/// directory. `open` removes a leftover `.tmp`.
+pub(crate) fn write_file_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
     let mut file = fs::File::create(&tmp).map_err(Error::io("creating", &tmp))?;
-    file.write_all(format!("{CHECKPOINT_VERSION}\n{value}\n").as_bytes())
+    file.write_all(contents)
         .and_then(|()| file.sync_all())
         .map_err(Error::io("writing", &tmp))?;
     fs::rename(&tmp, &path).map_err(Error::io("renaming", &tmp))?;
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(Error::io("syncing", dir))
+}
+
+/// Reads `high-watermark-checkpoint`; `None` if it is missing. An unreadable value is
+/// treated as missing (with a warning) rather than refusing the log as the other
+/// checkpoints do: a lower high watermark is always safe (consumers wait until replication
+/// advances it again), while refusing the log would take the partition offline.
+fn read_high_watermark(dir: &Path) -> Result<Option<i64>> {
+    let path = dir.join(HIGH_WATERMARK_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => String::new(),
+        Err(e) => return Err(Error::io("reading", path)(e)),
+    };
+    match text.trim().parse::<i64>() {
+        Ok(hw) if hw >= 0 => Ok(Some(hw)),
+        _ => {
+            tracing::warn!(file = %path.display(), "unreadable high watermark checkpoint; ignoring it");
+            Ok(None)
+        }
+    }
 }
 
 /// Reads a checkpoint written by [`write_checkpoint`]; `None` if the file does not exist.
@@ -1480,6 +1901,7 @@ mod tests {
                 "00000000000000000000.index",
                 "00000000000000000000.log",
                 "00000000000000000000.timeindex",
+                crate::log::leader_epoch::LEADER_EPOCH_CHECKPOINT_FILE,
                 LOG_START_OFFSET_FILE,
                 RECOVERY_POINT_FILE,
             ]
@@ -1547,7 +1969,10 @@ mod tests {
         assert_eq!(log.offset_for_timestamp(150).unwrap(), Some((2, 201)));
         assert_eq!(log.max_timestamp_offset(), Some((3, 201)));
         let data = log.read(2, 1000, i64::MAX).unwrap();
-        assert_eq!(&data.records[8..], &compressed[8..], "stored unchanged");
+        assert_eq!(&data.records[16..], &compressed[16..], "stored unchanged");
+        assert_eq!(&data.records[8..12], &compressed[8..12]);
+        let stored = BatchHeader::parse(&data.records).unwrap();
+        assert_eq!(stored.partition_leader_epoch, 0, "stamped by the leader");
     }
 
     #[test]
@@ -1819,5 +2244,490 @@ mod tests {
         let after = crate::log::producer_state::list_snapshot_offsets(dir.path()).unwrap();
         assert!(after.len() < before.len(), "{before:?} → {after:?}");
         assert!(after.iter().all(|&o| o >= first_base), "{after:?}");
+    }
+
+    // ---- Replication: leader epochs, follower appends, high watermark ----
+
+    use crate::log::leader_epoch::LEADER_EPOCH_CHECKPOINT_FILE;
+
+    /// Appends one batch of `count` 10-byte records as the leader of `epoch`.
+    fn append_with_epoch(log: &mut Log, count: usize, epoch: i32) -> AppendInfo {
+        let value = [b'e'; 10];
+        let records: Vec<_> = (0..count).map(|_| (None, Some(&value[..]))).collect();
+        let mut batch = build_batch(0, 1_000, &records);
+        log.append_as_leader_with_epoch(&mut batch, 1_000, epoch)
+            .unwrap()
+    }
+
+    /// (base offset, leader epoch) of every stored batch from the log start.
+    fn batch_epochs(log: &Log) -> Vec<(i64, i32)> {
+        let data = log
+            .read(log.log_start_offset(), usize::MAX, i64::MAX)
+            .unwrap();
+        let mut out = Vec::new();
+        let mut bytes = &data.records[..];
+        while !bytes.is_empty() {
+            let header = BatchHeader::parse(bytes).unwrap();
+            out.push((header.base_offset, header.partition_leader_epoch));
+            bytes = &bytes[header.total_size()..];
+        }
+        out
+    }
+
+    /// Fetches from `leader` into `follower` `max_bytes` at a time until it has caught up.
+    fn replicate(leader: &Log, follower: &mut Log, max_bytes: usize) {
+        while follower.log_end_offset() < leader.log_end_offset() {
+            let data = leader
+                .read(follower.log_end_offset(), max_bytes, i64::MAX)
+                .unwrap();
+            follower.append_as_follower(&data.records).unwrap();
+        }
+    }
+
+    /// Name → bytes of the files in `dir` whose name ends with one of `suffixes`.
+    fn files_ending_with(dir: &Path, suffixes: &[&str]) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().unwrap();
+                suffixes
+                    .iter()
+                    .any(|s| name.ends_with(s))
+                    .then(|| (name, fs::read(e.path()).unwrap()))
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn leader_appends_stamp_epochs_and_end_offset_for_epoch_finds_where_they_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.latest_epoch(), None);
+        assert_eq!(log.end_offset_for_epoch(0), (-1, -1));
+        append_with_epoch(&mut log, 2, 0);
+        append_with_epoch(&mut log, 3, 0);
+        let epoch_3 = append_with_epoch(&mut log, 2, 3);
+        assert_eq!(epoch_3.base_offset, 5);
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (3, 5)]);
+        assert_eq!(log.latest_epoch(), Some(3));
+        assert_eq!(batch_epochs(&log), vec![(0, 0), (2, 0), (5, 3)]);
+        // Epoch 1 never appended: the answer is epoch 0, which ended where epoch 3 started.
+        assert_eq!(log.end_offset_for_epoch(1), (0, 5));
+        assert_eq!(log.end_offset_for_epoch(0), (0, 5));
+        assert_eq!(log.end_offset_for_epoch(3), (3, 7));
+        assert_eq!(log.end_offset_for_epoch(9), (3, 7));
+        assert_eq!(log.end_offset_for_epoch(-1), (-1, -1));
+
+        // A deposed leader's append is refused and appends nothing.
+        let mut batch = build_batch(0, 0, &[(None, Some(b"late"))]);
+        let err = log
+            .append_as_leader_with_epoch(&mut batch, 0, 2)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::StaleLeaderEpoch {
+                    leader_epoch: 2,
+                    latest_epoch: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.kafka_error_code(), kafka_code::NOT_LEADER_OR_FOLLOWER);
+        assert_eq!(log.log_end_offset(), 7);
+        // The plain leader append goes on in the latest epoch.
+        append(&mut log, 1, 1, 0);
+        assert_eq!(batch_epochs(&log).last(), Some(&(7, 3)));
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (3, 5)]);
+        // The cache survives a reopen.
+        drop(log);
+        let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (3, 5)]);
+        assert_eq!(log.end_offset_for_epoch(2), (0, 5));
+    }
+
+    #[test]
+    fn a_single_broker_leads_in_epoch_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        append(&mut log, 2, 1, 0);
+        append(&mut log, 1, 1, 0);
+        assert_eq!(log.epoch_entries(), vec![(0, 0)]);
+        assert_eq!(batch_epochs(&log), vec![(0, 0), (2, 0)]);
+        assert_eq!(log.end_offset_for_epoch(0), (0, 3));
+    }
+
+    /// Leader appends, one batch per request as clients send them, in three epochs, with
+    /// plain and idempotent batches and enough data for several rolls.
+    fn leader_history(log: &mut Log) {
+        let mut sequence = 0;
+        for i in 0..30 {
+            let epoch = match i {
+                0..=9 => 0,
+                10..=19 => 2,
+                _ => 5,
+            };
+            if i % 3 == 0 {
+                let mut batch = idempotent_batch(7, 0, sequence, 3);
+                sequence += 3;
+                log.append_as_leader_with_epoch(&mut batch, 1_000, epoch)
+                    .unwrap();
+            } else {
+                let value = vec![b'x'; 40 + i * 7];
+                let records: Vec<_> = (0..1 + i % 4).map(|_| (None, Some(&value[..]))).collect();
+                let mut batch = build_batch(0, 2_000 + i as i64, &records);
+                log.append_as_leader_with_epoch(&mut batch, 1_000, epoch)
+                    .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn follower_append_reproduces_the_leaders_segments_epochs_and_producer_state() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let mut leader = Log::open(leader_dir.path(), small_config(), 0).unwrap();
+        leader_history(&mut leader);
+        assert!(leader.segment_count() > 3, "the test needs rolls");
+        for max_bytes in [1, 700, usize::MAX] {
+            let follower_dir = tempfile::tempdir().unwrap();
+            let mut follower = Log::open(follower_dir.path(), small_config(), 0).unwrap();
+            assert_eq!(
+                follower.append_as_follower(&[]).unwrap().num_records,
+                0,
+                "empty is a no-op"
+            );
+            replicate(&leader, &mut follower, max_bytes);
+            assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+            assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+            assert_eq!(follower.epoch_entries(), vec![(0, 0), (2, 25), (5, 53)]);
+            for epoch in -1..7 {
+                assert_eq!(
+                    follower.end_offset_for_epoch(epoch),
+                    leader.end_offset_for_epoch(epoch),
+                    "epoch {epoch}"
+                );
+            }
+            let producer = |log: &Log| log.producer_state().producer(7).unwrap().clone();
+            assert_eq!(producer(&follower).batches, producer(&leader).batches);
+            assert_eq!(producer(&follower).last_seq(), Some(29));
+            // A retry of the last idempotent batch is a duplicate on the follower too.
+            let mut retry = idempotent_batch(7, 0, 27, 3);
+            let info = follower
+                .append_as_leader_with_epoch(&mut retry, 0, 5)
+                .unwrap();
+            assert!(info.duplicate, "max_bytes {max_bytes}");
+
+            follower.close_cleanly().unwrap();
+            leader.flush_and_checkpoint().unwrap();
+            let data_files = [".log", ".index", ".timeindex", LEADER_EPOCH_CHECKPOINT_FILE];
+            assert_eq!(
+                files_ending_with(follower_dir.path(), &data_files),
+                files_ending_with(leader_dir.path(), &data_files),
+                "max_bytes {max_bytes}"
+            );
+        }
+    }
+
+    #[test]
+    fn follower_append_keeps_idempotent_state_across_a_crash() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let mut leader = Log::open(leader_dir.path(), small_config(), 0).unwrap();
+        leader_history(&mut leader);
+        let follower_dir = tempfile::tempdir().unwrap();
+        let mut follower = Log::open(follower_dir.path(), small_config(), 0).unwrap();
+        replicate(&leader, &mut follower, 500);
+        let expected = leader.producer_state().producer(7).unwrap().batches.clone();
+        drop(follower);
+        let mut follower = Log::open(follower_dir.path(), small_config(), 0).unwrap();
+        assert_eq!(
+            follower.producer_state().producer(7).unwrap().batches,
+            expected
+        );
+        assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+        // Promoted, it continues the producer's sequence.
+        let mut next = idempotent_batch(7, 0, 30, 1);
+        let info = follower
+            .append_as_leader_with_epoch(&mut next, 0, 6)
+            .unwrap();
+        assert_eq!(info.base_offset, leader.log_end_offset());
+        let mut gap = idempotent_batch(7, 0, 40, 1);
+        assert_eq!(
+            follower
+                .append_as_leader_with_epoch(&mut gap, 0, 6)
+                .unwrap_err()
+                .kafka_error_code(),
+            kafka_code::OUT_OF_ORDER_SEQUENCE_NUMBER
+        );
+    }
+
+    #[test]
+    fn non_contiguous_follower_appends_are_refused_and_append_nothing() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let mut leader = Log::open(leader_dir.path(), LogConfig::default(), 0).unwrap();
+        for epoch in [0, 0, 1, 1] {
+            append_with_epoch(&mut leader, 2, epoch);
+        }
+        let batch_at = |offset: i64| leader.read(offset, 1, i64::MAX).unwrap().records;
+        let follower_dir = tempfile::tempdir().unwrap();
+        let mut follower = Log::open(follower_dir.path(), LogConfig::default(), 0).unwrap();
+        follower.append_as_follower(&batch_at(0)).unwrap();
+        let state = |log: &Log| (log.log_end_offset(), log.size_bytes(), log.epoch_entries());
+        let before = state(&follower);
+
+        let unexpected = |err: Error| match err {
+            Error::UnexpectedAppendOffset {
+                position,
+                expected_offset,
+                base_offset,
+                ..
+            } => (position, expected_offset, base_offset),
+            other => panic!("unexpected error {other:?}"),
+        };
+        // A gap before the first batch.
+        let err = follower.append_as_follower(&batch_at(4)).unwrap_err();
+        assert_eq!(unexpected(err), (0, 2, 4));
+        // An overlap.
+        let err = follower.append_as_follower(&batch_at(0)).unwrap_err();
+        assert_eq!(unexpected(err), (0, 2, 0));
+        // A gap between two batches: the first one, though it fits, is not appended either.
+        let two = [batch_at(2), batch_at(6)].concat();
+        let err = follower.append_as_follower(&two).unwrap_err();
+        assert_eq!(unexpected(err), (batch_at(2).len(), 4, 6));
+        assert_eq!(state(&follower), before);
+        // A corrupt batch.
+        let mut corrupt = batch_at(2).to_vec();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        let err = follower.append_as_follower(&corrupt).unwrap_err();
+        assert_eq!(err.kafka_error_code(), kafka_code::CORRUPT_MESSAGE);
+        assert_eq!(state(&follower), before);
+
+        // The variant for compacted leaders takes holes but still refuses going back.
+        let err = follower
+            .append_as_follower_with_gaps(&batch_at(0))
+            .unwrap_err();
+        assert_eq!(unexpected(err), (0, 2, 0));
+        let info = follower.append_as_follower_with_gaps(&two).unwrap();
+        assert_eq!(
+            (info.base_offset, info.last_offset, info.num_records),
+            (2, 7, 4)
+        );
+        assert_eq!(follower.log_end_offset(), 8);
+        assert_eq!(batch_epochs(&follower), vec![(0, 0), (2, 0), (6, 1)]);
+        assert_eq!(follower.epoch_entries(), vec![(0, 0), (1, 6)]);
+    }
+
+    #[test]
+    fn truncation_keeps_the_epoch_cache_and_high_watermark_in_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        for epoch in [0, 0, 1, 1, 2, 2] {
+            append_with_epoch(&mut log, 2, epoch);
+        }
+        log.set_high_watermark(12);
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 4), (2, 8)]);
+        // A follower told that epoch 1 ended at 6 on the leader.
+        log.truncate_to(6).unwrap();
+        assert_eq!(log.log_end_offset(), 6);
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 4)]);
+        assert_eq!(log.high_watermark(), 6);
+        assert_eq!(log.end_offset_for_epoch(2), (1, 6));
+        // Re-appended in a later epoch.
+        append_with_epoch(&mut log, 3, 4);
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 4), (4, 6)]);
+        assert_eq!(log.end_offset_for_epoch(3), (1, 6));
+        drop(log);
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 4), (4, 6)]);
+        // Truncating past the end changes nothing.
+        log.truncate_to(100).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 4), (4, 6)]);
+
+        // Retention moves the first epoch's start up with the log start offset.
+        log.delete_records_before(5).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(1, 5), (4, 6)]);
+        assert_eq!(
+            log.high_watermark(),
+            5,
+            "not checkpointed, so 0, then the log start"
+        );
+        log.delete_records_before(7).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(4, 7)]);
+        assert_eq!(log.high_watermark(), 7);
+        drop(log);
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(4, 7)]);
+
+        // Below the log start offset: everything goes.
+        log.truncate_to(3).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (3, 3));
+        assert!(log.epoch_entries().is_empty());
+        assert_eq!(log.high_watermark(), 3);
+        // A follower whose fetch offset fell below the leader's log start starts over there.
+        log.truncate_fully_and_start_at(40).unwrap();
+        assert_eq!(
+            (
+                log.log_start_offset(),
+                log.log_end_offset(),
+                log.high_watermark()
+            ),
+            (40, 40, 40)
+        );
+        assert!(log.recovery_point() <= 40);
+        assert!(log.truncate_fully_and_start_at(-1).is_err());
+        let mut leader_batch = build_batch(40, 0, &[(None, Some(b"a"))]);
+        crate::log::batch::set_partition_leader_epoch(&mut leader_batch, 9);
+        log.append_as_follower(&leader_batch).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(9, 40)]);
+        drop(log);
+        let log = Log::open(dir.path(), small_config(), 0).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (40, 41));
+        assert_eq!(log.epoch_entries(), vec![(9, 40)]);
+    }
+
+    #[test]
+    fn a_crash_with_a_torn_tail_leaves_the_epoch_cache_consistent_with_the_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        append_with_epoch(&mut log, 2, 0);
+        append_with_epoch(&mut log, 2, 0);
+        append_with_epoch(&mut log, 2, 3);
+        append_with_epoch(&mut log, 2, 3);
+        append_with_epoch(&mut log, 2, 5);
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (3, 4), (5, 8)]);
+        // kill -9: no destructor runs, and the last batch (the only one of epoch 5) is torn.
+        std::mem::forget(log);
+        flip_last_byte(dir.path(), 0);
+        let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.log_end_offset(), 8);
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (3, 4)]);
+        assert_eq!(log.end_offset_for_epoch(5), (3, 8));
+        drop(log);
+
+        // Without the file the cache is rebuilt from the batch headers, identically.
+        let checkpoint = dir.path().join(LEADER_EPOCH_CHECKPOINT_FILE);
+        let good = fs::read(&checkpoint).unwrap();
+        fs::remove_file(&checkpoint).unwrap();
+        let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (3, 4)]);
+        assert_eq!(
+            fs::read(&checkpoint).unwrap(),
+            good,
+            "rewritten after the rebuild"
+        );
+        drop(log);
+        // So is a corrupt file.
+        fs::write(&checkpoint, b"0\n7\ngarbage\n").unwrap();
+        let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (3, 4)]);
+        assert_eq!(fs::read(&checkpoint).unwrap(), good);
+        drop(log);
+        // A file ahead of the log (assigned, then the crash came before the batch was
+        // written) is cut back to the log end.
+        fs::write(&checkpoint, b"0\n4\n0 0\n3 4\n5 8\n6 9\n").unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (3, 4)]);
+        assert_eq!(fs::read(&checkpoint).unwrap(), good);
+        // And the log goes on in a new epoch.
+        append_with_epoch(&mut log, 1, 6);
+        assert_eq!(log.epoch_entries(), vec![(0, 0), (3, 4), (6, 8)]);
+    }
+
+    #[test]
+    fn the_high_watermark_is_clamped_checkpointed_and_lowered_only_by_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let hw_file = dir.path().join(HIGH_WATERMARK_FILE);
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.high_watermark(), 0);
+        for _ in 0..5 {
+            append(&mut log, 2, 1, 0);
+        }
+        log.set_high_watermark(20);
+        assert_eq!(log.high_watermark(), 10, "clamped to the log end offset");
+        log.set_high_watermark(4);
+        assert_eq!(log.high_watermark(), 10, "never moves back");
+        // Not checkpointed before flush_and_checkpoint: a crash reopens at the log start.
+        drop(log);
+        assert!(!hw_file.exists());
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.high_watermark(), 0);
+        log.set_high_watermark(7);
+        log.flush_and_checkpoint().unwrap();
+        assert_eq!(fs::read_to_string(&hw_file).unwrap(), "7\n");
+        drop(log);
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.high_watermark(), 7);
+        // Truncation lowers it; the checkpoint follows at the next clean close.
+        log.truncate_to(4).unwrap();
+        assert_eq!(log.high_watermark(), 4);
+        log.close_cleanly().unwrap();
+        drop(log);
+        assert_eq!(fs::read_to_string(&hw_file).unwrap(), "4\n");
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.high_watermark(), 4);
+        // A checkpoint above the log end (the tail was lost) is clamped on open.
+        append(&mut log, 2, 1, 0);
+        log.set_high_watermark(6);
+        log.flush_and_checkpoint().unwrap();
+        log.truncate_to(4).unwrap();
+        drop(log);
+        assert_eq!(fs::read_to_string(&hw_file).unwrap(), "6\n");
+        let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.high_watermark(), 4);
+        drop(log);
+        // An unreadable checkpoint is ignored (a lower high watermark is always safe).
+        fs::write(&hw_file, b"garbage").unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.high_watermark(), 0);
+        // Below the log start offset it cannot be.
+        log.delete_records_before(3).unwrap();
+        assert_eq!(log.high_watermark(), 3);
+        log.set_high_watermark(1);
+        assert_eq!(log.high_watermark(), 3);
+    }
+
+    #[test]
+    fn a_new_leader_records_its_epoch_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        append_with_epoch(&mut log, 3, 1);
+        // Becomes leader of epoch 4 at the log end: a follower still in epoch 1 learns that
+        // it ended at 3 before any batch of epoch 4 exists.
+        log.assign_epoch(4, log.log_end_offset()).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(1, 0), (4, 3)]);
+        assert_eq!(log.end_offset_for_epoch(1), (1, 3));
+        assert_eq!(log.end_offset_for_epoch(4), (4, 3));
+        assert!(matches!(
+            log.assign_epoch(2, 3),
+            Err(Error::StaleLeaderEpoch {
+                leader_epoch: 2,
+                latest_epoch: 4,
+                ..
+            })
+        ));
+        log.assign_epoch(4, 3).unwrap();
+        assert_eq!(append_with_epoch(&mut log, 1, 4).base_offset, 3);
+        assert_eq!(log.epoch_entries(), vec![(1, 0), (4, 3)]);
+
+        // Leader of epoch 6, then demoted before appending: the entry without batches goes
+        // when the replica acts as a follower.
+        log.assign_epoch(6, log.log_end_offset()).unwrap();
+        assert_eq!(log.latest_epoch(), Some(6));
+        log.truncate_to(log.log_end_offset()).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(1, 0), (4, 3)]);
+        log.assign_epoch(6, log.log_end_offset()).unwrap();
+        let mut from_leader = build_batch(4, 0, &[(None, Some(b"f"))]);
+        crate::log::batch::set_partition_leader_epoch(&mut from_leader, 5);
+        log.append_as_follower(&from_leader).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(1, 0), (4, 3), (5, 4)]);
+        // And an open drops it too.
+        log.assign_epoch(7, log.log_end_offset()).unwrap();
+        drop(log);
+        let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.epoch_entries(), vec![(1, 0), (4, 3), (5, 4)]);
     }
 }

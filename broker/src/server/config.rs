@@ -13,7 +13,7 @@
 //! so an existing Kafka `server.properties` can be carried over.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use crate::log::LogConfig;
@@ -148,21 +148,151 @@ impl Listener {
 
     /// The address to bind; an empty host binds every interface, as in Kafka.
     pub fn bind_addr(&self) -> Result<SocketAddr> {
-        let host = if self.host.is_empty() {
-            "0.0.0.0"
-        } else {
-            &self.host
-        };
-        (host, self.port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| ConfigError::Invalid {
-                key: "listeners".into(),
-                value: format!("{host}:{}", self.port),
-                reason: "host does not resolve".into(),
-            })
+        resolve(self, "listeners")
     }
+
+    /// `host:port`, with an IPv6 host in brackets: the form gRPC clients and
+    /// `controller.quorum.voters` entries use.
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Resolves a listener to the socket address to bind; errors name `key`.
+fn resolve(listener: &Listener, key: &str) -> Result<SocketAddr> {
+    let host = if listener.host.is_empty() {
+        "0.0.0.0"
+    } else {
+        &listener.host
+    };
+    (host, listener.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ConfigError::Invalid {
+            key: key.into(),
+            value: format!("{host}:{}", listener.port),
+            reason: "host does not resolve".into(),
+        })
+}
+
+/// Port of `controller.listener` on a broker that is not a voter of a multi-broker quorum.
+pub const DEFAULT_CONTROLLER_PORT: u16 = 9093;
+
+/// Smallest `controller.election.timeout.ms`: twice the Raft heartbeat interval (100 ms).
+pub const MIN_ELECTION_TIMEOUT_MS: i64 = 200;
+
+/// What a `host:port` value is for, which decides what it may leave out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HostPort {
+    /// A listener to bind: an empty host binds every interface, port 0 picks a free port.
+    Bind,
+    /// An address other brokers dial: a host is required; port 0 stands for the bound port.
+    Advertised,
+    /// A `controller.quorum.voters` entry: host and a real port are required.
+    Voter,
+}
+
+/// Parses `host:port` (an IPv6 host in brackets). Kafka names its listeners
+/// (`CONTROLLER://host:port`); the gRPC listener has no security protocol to choose, so a
+/// `scheme://` prefix is refused rather than silently dropped.
+fn parse_host_port(key: &str, value: &str, kind: HostPort) -> Result<Listener> {
+    let text = value.trim();
+    if text.contains("://") {
+        return Err(invalid(key, value, "expected host:port, without a scheme"));
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(key, value, "expected host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid(key, value, "port must be a number from 0 to 65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() && kind != HostPort::Bind {
+        return Err(invalid(key, value, "a host is required"));
+    }
+    if port == 0 && kind == HostPort::Voter {
+        return Err(invalid(key, value, "a voter needs a fixed port, not 0"));
+    }
+    Ok(Listener {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Parses `controller.quorum.voters`: `id@host:port,id@host:port,...` as in Kafka. Empty
+/// means standalone. A quorum has 1, 3 or 5 voters.
+pub fn parse_quorum_voters(key: &str, value: &str) -> Result<BTreeMap<i32, String>> {
+    let mut voters = BTreeMap::new();
+    if value.trim().is_empty() {
+        return Ok(voters);
+    }
+    for entry in value.split(',').map(str::trim) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| invalid(key, value, format!("entry {entry:?} is not id@host:port")))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| {
+                invalid(
+                    key,
+                    value,
+                    format!("entry {entry:?}: the id must be a broker id (an integer ≥ 0)"),
+                )
+            })?;
+        let addr = addr.trim();
+        parse_host_port(key, addr, HostPort::Voter)
+            .map_err(|_| invalid(key, value, format!("entry {entry:?} is not id@host:port")))?;
+        if let Some((other, _)) = voters.iter().find(|(_, a)| a.as_str() == addr) {
+            return Err(invalid(
+                key,
+                value,
+                format!("voters {other} and {id} have the same address {addr}"),
+            ));
+        }
+        if voters.insert(id, addr.to_string()).is_some() {
+            return Err(invalid(key, value, format!("voter id {id} appears twice")));
+        }
+    }
+    match voters.len() {
+        1 | 3 | 5 => Ok(voters),
+        n => Err(invalid(
+            key,
+            value,
+            format!(
+                "{n} voters: a quorum needs 1, 3 or 5. A majority of 2 is 2 and of 4 is 3, so \
+                 those tolerate no more failed voters than 1 or 3 do"
+            ),
+        )),
+    }
+}
+
+/// The trailing ordinal of a host name, as a StatefulSet names its pods: `tributary-2` →
+/// 2, `my-kafka-10.headless.svc` → 10. The ordinal must follow a `-` in the first DNS
+/// label, so a machine named `ubuntu2204` does not become broker 2204.
+pub fn broker_id_from_hostname(hostname: &str) -> Option<i32> {
+    let label = hostname.trim().split('.').next()?;
+    let (_, digits) = label.rsplit_once('-')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// This machine's host name from `/proc/sys/kernel/hostname` (Linux); `None` elsewhere or
+/// when empty. `main` falls back to the `HOSTNAME` environment variable.
+pub fn machine_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 /// Everything the broker reads from its configuration. Defaults are Kafka's.
@@ -208,6 +338,9 @@ pub struct BrokerConfig {
     /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` (compaction only
     /// cleans rolled segments).
     pub offsets_topic_segment_bytes: u64,
+    /// `offsets.topic.replication.factor`: replicas of each `__consumer_offsets` partition.
+    /// The topic is created when this many brokers are live (a standalone broker uses 1).
+    pub offsets_topic_replication_factor: i16,
     /// `offset.metadata.max.bytes`: longest metadata of a committed offset; longer ones get
     /// OFFSET_METADATA_TOO_LARGE.
     pub offset_metadata_max_bytes: usize,
@@ -216,6 +349,59 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`: how often expired offsets are removed.
     pub offsets_retention_check_interval_ms: u64,
+
+    // ---- Cluster: metadata quorum, liveness, replication ----
+    /// `controller.quorum.voters`: the Raft voters, broker id → `host:port` of their gRPC
+    /// listener. Empty means standalone: a single-node quorum of this broker alone, which
+    /// needs no network.
+    pub controller_quorum_voters: BTreeMap<i32, String>,
+    /// `controller.listener`: where this broker serves gRPC (Raft, controller, replication).
+    /// Port 0 binds a free port; only a standalone broker defaults to that, because nobody
+    /// else needs to reach it.
+    pub controller_listener: Listener,
+    /// `controller.advertised.listener`: the `host:port` other brokers use to reach
+    /// `controller_listener` (followers fetch from it). Port 0 stands for the bound port.
+    pub controller_advertised_listener: Listener,
+    /// `broker.rack`: spreads a partition's replicas across racks when every broker has one.
+    pub broker_rack: Option<String>,
+    /// `broker.session.timeout.ms`: a broker that has not heartbeated for this long is
+    /// fenced and loses its leaderships. Lower than Kafka's 9000 so failover is quick.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`: how often a broker heartbeats to the active controller.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up to the leader's log end
+    /// for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits at the leader for new
+    /// data. At most `replica_lag_time_max_ms`, or idle followers would drop out of the ISR.
+    pub replica_fetch_wait_max_ms: u64,
+    /// `replica.fetch.max.bytes`: bytes a follower fetch asks for per partition (a larger
+    /// first batch is still returned whole, KIP-74).
+    pub replica_fetch_max_bytes: u32,
+    /// `replica.fetch.response.max.bytes`: bytes one follower fetch response may carry.
+    pub replica_fetch_response_max_bytes: u32,
+    /// `replica.fetch.backoff.ms`: pause after a failed follower fetch.
+    pub replica_fetch_backoff_ms: u64,
+    /// `min.insync.replicas`: the broker default of the topic key of the same name; with
+    /// acks=all a write is refused (`NOT_ENOUGH_REPLICAS`) while the ISR is smaller.
+    pub min_insync_replicas: i32,
+    /// `controlled.shutdown.enable`: on SIGTERM, move leaderships away before stopping.
+    pub controlled_shutdown_enable: bool,
+    /// `controlled.shutdown.timeout.ms` (Tributary): how long a controlled shutdown may wait
+    /// for its leaderships to move before the broker stops anyway.
+    pub controlled_shutdown_timeout_ms: u64,
+    /// `controller.request.timeout.ms` (Tributary): how long a metadata change (topic
+    /// creation, an ISR change, ...) may take to commit before the request fails with a
+    /// retriable error.
+    pub controller_request_timeout_ms: u64,
+    /// `auto.leader.rebalance.enable`: the active controller moves leadership back to each
+    /// partition's preferred (first) replica once it is in sync.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`: how often that check runs.
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// `controller.election.timeout.ms` (Tributary): lower bound of the Raft election
+    /// timeout; the upper bound is twice this (each node draws at random in between).
+    pub controller_election_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -241,9 +427,34 @@ impl Default for BrokerConfig {
             group: crate::group::membership::GroupConfig::default(),
             offsets_topic_num_partitions: 50,
             offsets_topic_segment_bytes: 104_857_600,
+            offsets_topic_replication_factor: 3,
             offset_metadata_max_bytes: 4096,
             offsets_retention_ms: 10_080 * 60_000,
             offsets_retention_check_interval_ms: 600_000,
+            controller_quorum_voters: BTreeMap::new(),
+            controller_listener: Listener {
+                host: "127.0.0.1".into(),
+                port: 0,
+            },
+            controller_advertised_listener: Listener {
+                host: "localhost".into(),
+                port: 0,
+            },
+            broker_rack: None,
+            broker_session_timeout_ms: 1_500,
+            broker_heartbeat_interval_ms: 250,
+            replica_lag_time_max_ms: 10_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1_048_576,
+            replica_fetch_response_max_bytes: 10_485_760,
+            replica_fetch_backoff_ms: 100,
+            min_insync_replicas: 1,
+            controlled_shutdown_enable: true,
+            controlled_shutdown_timeout_ms: 30_000,
+            controller_request_timeout_ms: 30_000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            controller_election_timeout_ms: 500,
         }
     }
 }
@@ -282,15 +493,50 @@ pub const KNOWN_KEYS: &[&str] = &[
     "group.max.size",
     "offsets.topic.num.partitions",
     "offsets.topic.segment.bytes",
+    "offsets.topic.replication.factor",
     "offset.metadata.max.bytes",
     "offsets.retention.minutes",
     "offsets.retention.ms",
     "offsets.retention.check.interval.ms",
+    "controller.quorum.voters",
+    "controller.listener",
+    "controller.advertised.listener",
+    "broker.rack",
+    "broker.session.timeout.ms",
+    "broker.heartbeat.interval.ms",
+    "replica.lag.time.max.ms",
+    "replica.fetch.wait.max.ms",
+    "replica.fetch.max.bytes",
+    "replica.fetch.response.max.bytes",
+    "replica.fetch.backoff.ms",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+    "controlled.shutdown.enable",
+    "controlled.shutdown.timeout.ms",
+    "controller.request.timeout.ms",
+    "auto.leader.rebalance.enable",
+    "leader.imbalance.check.interval.seconds",
+    "controller.election.timeout.ms",
 ];
 
 impl BrokerConfig {
-    /// Parses and validates properties. Returns the config and the keys that were ignored.
+    /// Parses and validates properties, with the machine's host name (see
+    /// [`machine_hostname`]) for the defaults that depend on it. Returns the config and the
+    /// keys that were ignored.
     pub fn from_properties(props: &Properties) -> Result<(BrokerConfig, Vec<String>)> {
+        Self::from_properties_with_hostname(props, machine_hostname().as_deref())
+    }
+
+    /// Parses and validates properties. `hostname` feeds two defaults: the broker id of a
+    /// cluster member (`controller.quorum.voters` set) when neither `broker.id` nor
+    /// `node.id` is set (its trailing ordinal, see [`broker_id_from_hostname`]), and the
+    /// host of `controller.advertised.listener` when the Kafka listener binds every
+    /// interface. Taking it as a parameter keeps this pure,
+    /// so tests do not depend on the machine they run on.
+    pub fn from_properties_with_hostname(
+        props: &Properties,
+        hostname: Option<&str>,
+    ) -> Result<(BrokerConfig, Vec<String>)> {
         let mut c = BrokerConfig::default();
         if let Some(v) = props.get("node.id") {
             c.broker_id = parse_num("node.id", v, 0, i32::MAX as i64)? as i32;
@@ -404,6 +650,14 @@ impl BrokerConfig {
             c.offsets_topic_segment_bytes =
                 parse_num("offsets.topic.segment.bytes", v, 100, int_max)? as u64;
         }
+        if let Some(v) = props.get("offsets.topic.replication.factor") {
+            c.offsets_topic_replication_factor = parse_num(
+                "offsets.topic.replication.factor",
+                v,
+                1,
+                i64::from(i16::MAX),
+            )? as i16;
+        }
         if let Some(v) = props.get("offset.metadata.max.bytes") {
             c.offset_metadata_max_bytes =
                 parse_num("offset.metadata.max.bytes", v, 0, int_max)? as usize;
@@ -419,6 +673,7 @@ impl BrokerConfig {
             c.offsets_retention_check_interval_ms =
                 parse_num("offsets.retention.check.interval.ms", v, 1, i64::MAX)? as u64;
         }
+        c.parse_cluster_keys(props, hostname)?;
         if c.group.group_min_session_timeout_ms > c.group.group_max_session_timeout_ms {
             return Err(ConfigError::Conflict(format!(
                 "group.min.session.timeout.ms ({}) is larger than group.max.session.timeout.ms ({})",
@@ -434,14 +689,206 @@ impl BrokerConfig {
         Ok((c.validate()?, ignored))
     }
 
+    /// Reads the cluster keys (metadata quorum, liveness, replication) and fills in the
+    /// listener defaults that depend on the voters, the broker id and the Kafka listener.
+    fn parse_cluster_keys(&mut self, props: &Properties, hostname: Option<&str>) -> Result<()> {
+        let c = self;
+        if let Some(v) = props.get("controller.quorum.voters") {
+            c.controller_quorum_voters = parse_quorum_voters("controller.quorum.voters", v)?;
+        }
+        let id_set = props.get("node.id").is_some() || props.get("broker.id").is_some();
+        if !id_set && !c.controller_quorum_voters.is_empty() {
+            // A StatefulSet pod `tributary-2` is broker 2 without a per-pod config file.
+            // Only in a cluster: a standalone broker stays broker 0 whatever the machine is
+            // called, as before clusters existed.
+            if let Some(id) = hostname.and_then(broker_id_from_hostname) {
+                c.broker_id = id;
+            }
+        }
+        c.controller_listener = match props.get("controller.listener") {
+            Some(v) => parse_host_port("controller.listener", v, HostPort::Bind)?,
+            None => match c.controller_quorum_voters.get(&c.broker_id) {
+                // A voter serves on its voter entry's port, on every interface: the entry's
+                // host may be a name (a Kubernetes service) that does not resolve to a local
+                // interface address.
+                Some(entry) => Listener {
+                    host: "0.0.0.0".into(),
+                    port: parse_host_port("controller.quorum.voters", entry, HostPort::Voter)?.port,
+                },
+                None if !c.controller_quorum_voters.is_empty() => Listener {
+                    host: "0.0.0.0".into(),
+                    port: DEFAULT_CONTROLLER_PORT,
+                },
+                // Standalone: nobody else needs to reach it, so bind loopback, any port.
+                None => Listener {
+                    host: "127.0.0.1".into(),
+                    port: 0,
+                },
+            },
+        };
+        c.controller_advertised_listener = match props.get("controller.advertised.listener") {
+            Some(v) => parse_host_port("controller.advertised.listener", v, HostPort::Advertised)?,
+            None => match c.controller_quorum_voters.get(&c.broker_id) {
+                Some(entry) => parse_host_port("controller.quorum.voters", entry, HostPort::Voter)?,
+                None => Listener {
+                    host: c.advertised_kafka_host(hostname),
+                    port: c.controller_listener.port,
+                },
+            },
+        };
+        if let Some(v) = props.get("broker.rack") {
+            let rack = v.trim();
+            c.broker_rack = (!rack.is_empty()).then(|| rack.to_string());
+        }
+        let int_max = i64::from(i32::MAX);
+        if let Some(v) = props.get("broker.session.timeout.ms") {
+            c.broker_session_timeout_ms =
+                parse_num("broker.session.timeout.ms", v, 1, int_max)? as u64;
+        }
+        if let Some(v) = props.get("broker.heartbeat.interval.ms") {
+            c.broker_heartbeat_interval_ms =
+                parse_num("broker.heartbeat.interval.ms", v, 1, int_max)? as u64;
+        }
+        if let Some(v) = props.get("replica.lag.time.max.ms") {
+            c.replica_lag_time_max_ms = parse_num("replica.lag.time.max.ms", v, 1, int_max)? as u64;
+        }
+        if let Some(v) = props.get("replica.fetch.wait.max.ms") {
+            c.replica_fetch_wait_max_ms =
+                parse_num("replica.fetch.wait.max.ms", v, 0, int_max)? as u64;
+        }
+        if let Some(v) = props.get("replica.fetch.max.bytes") {
+            c.replica_fetch_max_bytes = parse_num("replica.fetch.max.bytes", v, 1, int_max)? as u32;
+        }
+        if let Some(v) = props.get("replica.fetch.response.max.bytes") {
+            c.replica_fetch_response_max_bytes =
+                parse_num("replica.fetch.response.max.bytes", v, 1, int_max)? as u32;
+        }
+        if let Some(v) = props.get("replica.fetch.backoff.ms") {
+            c.replica_fetch_backoff_ms =
+                parse_num("replica.fetch.backoff.ms", v, 0, int_max)? as u64;
+        }
+        if let Some(v) = props.get("min.insync.replicas") {
+            c.min_insync_replicas = parse_num("min.insync.replicas", v, 1, int_max)? as i32;
+        }
+        if let Some(v) = props.get("unclean.leader.election.enable") {
+            if parse_bool("unclean.leader.election.enable", v)? {
+                return Err(invalid(
+                    "unclean.leader.election.enable",
+                    v,
+                    "unclean leader election is not supported: a leader is only ever elected \
+                     from the in-sync replicas, so no acknowledged write is lost",
+                ));
+            }
+        }
+        if let Some(v) = props.get("controlled.shutdown.enable") {
+            c.controlled_shutdown_enable = parse_bool("controlled.shutdown.enable", v)?;
+        }
+        if let Some(v) = props.get("controller.request.timeout.ms") {
+            c.controller_request_timeout_ms =
+                parse_num("controller.request.timeout.ms", v, 1, int_max)? as u64;
+        }
+        if let Some(v) = props.get("controlled.shutdown.timeout.ms") {
+            c.controlled_shutdown_timeout_ms =
+                parse_num("controlled.shutdown.timeout.ms", v, 0, int_max)? as u64;
+        }
+        if let Some(v) = props.get("auto.leader.rebalance.enable") {
+            c.auto_leader_rebalance_enable = parse_bool("auto.leader.rebalance.enable", v)?;
+        }
+        if let Some(v) = props.get("leader.imbalance.check.interval.seconds") {
+            c.leader_imbalance_check_interval_seconds =
+                parse_num("leader.imbalance.check.interval.seconds", v, 1, int_max)? as u64;
+        }
+        if let Some(v) = props.get("controller.election.timeout.ms") {
+            let ms = parse_num("controller.election.timeout.ms", v, 0, int_max)?;
+            if ms < MIN_ELECTION_TIMEOUT_MS {
+                return Err(invalid(
+                    "controller.election.timeout.ms",
+                    v,
+                    format!(
+                        "must be at least {MIN_ELECTION_TIMEOUT_MS}: the Raft leader heartbeats \
+                         every 100 ms, and a shorter timeout starts elections between heartbeats"
+                    ),
+                ));
+            }
+            c.controller_election_timeout_ms = ms as u64;
+        }
+        Ok(())
+    }
+
+    /// The host Metadata gives clients for this broker: `advertised.listeners`, else the
+    /// listener's host, else (the listener binds every interface) the machine's host name.
+    fn advertised_kafka_host(&self, hostname: Option<&str>) -> String {
+        if let Some(l) = self
+            .advertised_listener
+            .as_ref()
+            .filter(|l| !l.host.is_empty())
+        {
+            return l.host.clone();
+        }
+        let host = &self.listener.host;
+        let every_interface =
+            host.is_empty() || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+        if !every_interface {
+            return host.clone();
+        }
+        hostname
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .unwrap_or("localhost")
+            .to_string()
+    }
+
+    /// Standalone: no `controller.quorum.voters`, so this broker is a quorum of one.
+    pub fn is_standalone(&self) -> bool {
+        self.controller_quorum_voters.is_empty()
+    }
+
+    /// This broker is a Raft voter: listed in the voters, or standalone.
+    pub fn is_voter(&self) -> bool {
+        self.is_standalone() || self.controller_quorum_voters.contains_key(&self.broker_id)
+    }
+
+    /// The Raft election timeout range `(controller.election.timeout.ms, twice that)`.
+    pub fn controller_election_timeout_range_ms(&self) -> (u64, u64) {
+        let low = self.controller_election_timeout_ms;
+        (low, low.saturating_mul(2))
+    }
+
+    /// Period of the preferred-leader check in ms, 0 when `auto.leader.rebalance.enable`
+    /// is false (the controller's convention for "off").
+    pub fn leader_imbalance_check_interval_ms(&self) -> u64 {
+        if self.auto_leader_rebalance_enable {
+            self.leader_imbalance_check_interval_seconds
+                .saturating_mul(1000)
+        } else {
+            0
+        }
+    }
+
     /// Checks the values that only conflict in combination.
     pub fn validate(self) -> Result<BrokerConfig> {
-        if self.default_replication_factor != 1 {
+        if self.default_replication_factor != 1 && self.is_standalone() {
             return Err(ConfigError::Conflict(format!(
-                "default.replication.factor={} needs {} brokers; this broker runs alone",
+                "default.replication.factor={} needs {} brokers; this broker runs alone \
+                 (set controller.quorum.voters to run a cluster)",
                 self.default_replication_factor, self.default_replication_factor
             )));
         }
+        if self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms {
+            return Err(ConfigError::Conflict(format!(
+                "broker.heartbeat.interval.ms={} must be below broker.session.timeout.ms={}, \
+                 or a healthy broker is fenced between two heartbeats",
+                self.broker_heartbeat_interval_ms, self.broker_session_timeout_ms
+            )));
+        }
+        if self.replica_fetch_wait_max_ms > self.replica_lag_time_max_ms {
+            return Err(ConfigError::Conflict(format!(
+                "replica.fetch.wait.max.ms={} must not exceed replica.lag.time.max.ms={}, \
+                 or followers of an idle partition drop out of the ISR while they wait",
+                self.replica_fetch_wait_max_ms, self.replica_lag_time_max_ms
+            )));
+        }
+        resolve(&self.controller_listener, "controller.listener")?;
         if self.log.max_message_bytes >= self.socket_request_max_bytes {
             return Err(ConfigError::Conflict(format!(
                 "message.max.bytes={} must be below socket.request.max.bytes={}",
@@ -593,5 +1040,329 @@ mod tests {
         assert_eq!(l.bind_addr().unwrap().port(), 9092);
         assert!(Listener::parse("listeners", "PLAINTEXT://a:1,PLAINTEXT://b:2").is_err());
         assert!(Listener::parse("listeners", "PLAINTEXT://host:99999").is_err());
+    }
+
+    fn cluster(pairs: &[(&str, &str)], hostname: Option<&str>) -> BrokerConfig {
+        BrokerConfig::from_properties_with_hostname(&props(pairs), hostname)
+            .unwrap_or_else(|e| panic!("{pairs:?}: {e}"))
+            .0
+    }
+
+    fn cluster_err(pairs: &[(&str, &str)]) -> String {
+        BrokerConfig::from_properties_with_hostname(&props(pairs), None)
+            .unwrap_err()
+            .to_string()
+    }
+
+    const VOTERS: &str = "0@tributary-0.tb:9093, 1@tributary-1.tb:9093,2@tributary-2.tb:9093";
+
+    #[test]
+    fn broker_id_is_the_trailing_ordinal_of_the_host_name() {
+        assert_eq!(broker_id_from_hostname("tributary-2"), Some(2));
+        assert_eq!(broker_id_from_hostname("my-kafka-10"), Some(10));
+        assert_eq!(
+            broker_id_from_hostname("tributary-0.tributary.ns.svc"),
+            Some(0)
+        );
+        assert_eq!(broker_id_from_hostname("node-007\n"), Some(7));
+        assert_eq!(broker_id_from_hostname("tributary"), None);
+        assert_eq!(broker_id_from_hostname("ubuntu2204"), None);
+        assert_eq!(broker_id_from_hostname("tributary-"), None);
+        assert_eq!(broker_id_from_hostname("tributary-2a"), None);
+        assert_eq!(broker_id_from_hostname("host.tributary-2"), None);
+        assert_eq!(broker_id_from_hostname("big-99999999999"), None);
+        assert_eq!(broker_id_from_hostname(""), None);
+
+        let voters = ("controller.quorum.voters", VOTERS);
+        assert_eq!(cluster(&[voters], Some("tributary-2")).broker_id, 2);
+        assert_eq!(cluster(&[voters], Some("laptop")).broker_id, 0);
+        assert_eq!(cluster(&[voters], None).broker_id, 0);
+        let five = cluster(&[voters, ("broker.id", "5")], Some("tributary-2"));
+        assert_eq!(five.broker_id, 5);
+        assert!(!five.is_voter());
+        let four = cluster(&[voters, ("node.id", "4")], Some("tributary-2"));
+        assert_eq!(four.broker_id, 4);
+        // A standalone broker keeps id 0, so a machine's name cannot change it.
+        assert_eq!(cluster(&[], Some("tributary-2")).broker_id, 0);
+    }
+
+    #[test]
+    fn cluster_defaults() {
+        let c = cluster(&[], None);
+        assert!(c.is_standalone() && c.is_voter());
+        assert!(c.controller_quorum_voters.is_empty());
+        assert_eq!(c.controller_listener.host_port(), "127.0.0.1:0");
+        assert_eq!(c.broker_rack, None);
+        assert_eq!(c.broker_session_timeout_ms, 1500);
+        assert_eq!(c.broker_heartbeat_interval_ms, 250);
+        assert_eq!(c.replica_lag_time_max_ms, 10_000);
+        assert_eq!(c.replica_fetch_wait_max_ms, 500);
+        assert_eq!(c.replica_fetch_max_bytes, 1_048_576);
+        assert_eq!(c.replica_fetch_response_max_bytes, 10_485_760);
+        assert_eq!(c.replica_fetch_backoff_ms, 100);
+        assert_eq!(c.min_insync_replicas, 1);
+        assert!(c.controlled_shutdown_enable);
+        assert_eq!(c.controlled_shutdown_timeout_ms, 30_000);
+        assert!(c.auto_leader_rebalance_enable);
+        assert_eq!(c.leader_imbalance_check_interval_seconds, 300);
+        assert_eq!(c.leader_imbalance_check_interval_ms(), 300_000);
+        assert_eq!(c.controller_election_timeout_range_ms(), (500, 1000));
+        // Defaults and from_properties agree on everything both set.
+        let d = BrokerConfig::default();
+        assert_eq!(d.broker_session_timeout_ms, c.broker_session_timeout_ms);
+        assert_eq!(d.controller_listener, c.controller_listener);
+    }
+
+    #[test]
+    fn cluster_keys_are_read() {
+        let c = cluster(
+            &[
+                ("broker.rack", " us-east-1a "),
+                ("broker.session.timeout.ms", "600"),
+                ("broker.heartbeat.interval.ms", "100"),
+                ("replica.lag.time.max.ms", "2000"),
+                ("replica.fetch.wait.max.ms", "2000"),
+                ("replica.fetch.max.bytes", "1024"),
+                ("replica.fetch.response.max.bytes", "4096"),
+                ("replica.fetch.backoff.ms", "0"),
+                ("min.insync.replicas", "2"),
+                ("unclean.leader.election.enable", "false"),
+                ("controlled.shutdown.enable", "false"),
+                ("controlled.shutdown.timeout.ms", "5000"),
+                ("auto.leader.rebalance.enable", "false"),
+                ("leader.imbalance.check.interval.seconds", "10"),
+                ("controller.election.timeout.ms", "300"),
+            ],
+            None,
+        );
+        assert_eq!(c.broker_rack.as_deref(), Some("us-east-1a"));
+        assert_eq!(
+            (c.broker_session_timeout_ms, c.broker_heartbeat_interval_ms),
+            (600, 100)
+        );
+        assert_eq!(
+            (c.replica_lag_time_max_ms, c.replica_fetch_wait_max_ms),
+            (2000, 2000)
+        );
+        assert_eq!(
+            (
+                c.replica_fetch_max_bytes,
+                c.replica_fetch_response_max_bytes
+            ),
+            (1024, 4096)
+        );
+        assert_eq!(c.replica_fetch_backoff_ms, 0);
+        assert_eq!(c.min_insync_replicas, 2);
+        assert!(!c.controlled_shutdown_enable);
+        assert_eq!(c.controlled_shutdown_timeout_ms, 5000);
+        assert!(!c.auto_leader_rebalance_enable);
+        assert_eq!(c.leader_imbalance_check_interval_seconds, 10);
+        assert_eq!(
+            c.leader_imbalance_check_interval_ms(),
+            0,
+            "rebalance is off"
+        );
+        assert_eq!(c.controller_election_timeout_range_ms(), (300, 600));
+        assert_eq!(cluster(&[("broker.rack", "")], None).broker_rack, None);
+    }
+
+    #[test]
+    fn quorum_voters_parse_like_kafka() {
+        let c = cluster(
+            &[("controller.quorum.voters", VOTERS), ("broker.id", "1")],
+            None,
+        );
+        assert_eq!(
+            c.controller_quorum_voters,
+            BTreeMap::from([
+                (0, "tributary-0.tb:9093".to_string()),
+                (1, "tributary-1.tb:9093".to_string()),
+                (2, "tributary-2.tb:9093".to_string()),
+            ])
+        );
+        assert!(!c.is_standalone() && c.is_voter());
+        let one = cluster(&[("controller.quorum.voters", "0@[::1]:9093")], None);
+        assert_eq!(one.controller_quorum_voters[&0], "[::1]:9093");
+        assert!(cluster(&[("controller.quorum.voters", " ")], None).is_standalone());
+        let five = "0@a:1,1@a:2,2@a:3,3@a:4,4@a:5";
+        let c = cluster(
+            &[("controller.quorum.voters", five), ("broker.id", "7")],
+            None,
+        );
+        assert!(!c.is_voter(), "broker 7 is not among the voters");
+
+        for (value, needle) in [
+            ("0@a:1,1@a:2", "1, 3 or 5"),
+            ("0@a:1,1@a:2,2@a:3,3@a:4", "tolerate no more"),
+            ("0@a:1,0@b:1,2@c:1", "appears twice"),
+            ("0@a:1,1@a:1,2@c:1", "same address"),
+            ("0@a:1,1:a:2,2@a:3", "id@host:port"),
+            ("x@a:1", "broker id"),
+            ("-1@a:1", "broker id"),
+            ("0@a", "id@host:port"),
+            ("0@:9093", "id@host:port"),
+            ("0@a:0", "id@host:port"),
+            ("0@a:70000", "id@host:port"),
+            ("0@a:1,", "id@host:port"),
+        ] {
+            let err = cluster_err(&[("controller.quorum.voters", value)]);
+            assert!(
+                err.contains("controller.quorum.voters") && err.contains(needle),
+                "{value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn controller_listener_defaults() {
+        // A voter serves on its entry's port on every interface and advertises the entry.
+        let c = cluster(&[("controller.quorum.voters", VOTERS)], Some("tributary-2"));
+        assert_eq!(c.broker_id, 2);
+        assert_eq!(c.controller_listener.host_port(), "0.0.0.0:9093");
+        assert_eq!(
+            c.controller_advertised_listener.host_port(),
+            "tributary-2.tb:9093"
+        );
+        // A broker outside the voters: port 9093, advertised under its Kafka host.
+        let c = cluster(
+            &[
+                ("controller.quorum.voters", VOTERS),
+                ("broker.id", "3"),
+                ("listeners", "PLAINTEXT://10.0.0.7:9092"),
+            ],
+            Some("ignored"),
+        );
+        assert_eq!(c.controller_listener.host_port(), "0.0.0.0:9093");
+        assert_eq!(
+            c.controller_advertised_listener.host_port(),
+            "10.0.0.7:9093"
+        );
+        let c = cluster(
+            &[
+                ("controller.quorum.voters", VOTERS),
+                ("broker.id", "3"),
+                ("listeners", "PLAINTEXT://:9092"),
+                ("controller.listener", ":7000"),
+            ],
+            Some("tributary-3"),
+        );
+        assert_eq!(c.controller_listener.host_port(), ":7000");
+        assert_eq!(
+            c.controller_advertised_listener.host_port(),
+            "tributary-3:7000"
+        );
+        let c = cluster(
+            &[
+                ("controller.quorum.voters", VOTERS),
+                ("broker.id", "3"),
+                ("advertised.listeners", "PLAINTEXT://kafka-3.example:9092"),
+            ],
+            Some("tributary-3"),
+        );
+        assert_eq!(
+            c.controller_advertised_listener.host_port(),
+            "kafka-3.example:9093"
+        );
+        // Standalone: loopback, any port (the server advertises the bound one).
+        let c = cluster(&[("listeners", "PLAINTEXT://127.0.0.1:9092")], None);
+        assert_eq!(c.controller_listener.host_port(), "127.0.0.1:0");
+        assert_eq!(c.controller_advertised_listener.host_port(), "127.0.0.1:0");
+        // Explicit values win, including over the voter entry (a proxy in front of it).
+        let c = cluster(
+            &[
+                ("controller.quorum.voters", "0@127.0.0.1:4000"),
+                ("controller.listener", "127.0.0.1:5000"),
+                ("controller.advertised.listener", "127.0.0.1:4000"),
+            ],
+            None,
+        );
+        assert_eq!(c.controller_listener.host_port(), "127.0.0.1:5000");
+        assert_eq!(
+            c.controller_advertised_listener.host_port(),
+            "127.0.0.1:4000"
+        );
+        assert_eq!(
+            cluster(&[("controller.listener", "[::1]:5000")], None)
+                .controller_listener
+                .host_port(),
+            "[::1]:5000"
+        );
+
+        let err = cluster_err(&[("controller.listener", "CONTROLLER://:9093")]);
+        assert!(
+            err.contains("controller.listener") && err.contains("scheme"),
+            "{err}"
+        );
+        let err = cluster_err(&[("controller.advertised.listener", ":9093")]);
+        assert!(err.contains("host is required"), "{err}");
+        let err = cluster_err(&[("controller.listener", "localhost")]);
+        assert!(err.contains("host:port"), "{err}");
+    }
+
+    #[test]
+    fn cluster_keys_that_conflict_are_refused() {
+        let err = cluster_err(&[
+            ("broker.session.timeout.ms", "500"),
+            ("broker.heartbeat.interval.ms", "500"),
+        ]);
+        assert!(
+            err.contains("broker.heartbeat.interval.ms=500")
+                && err.contains("broker.session.timeout.ms=500"),
+            "{err}"
+        );
+        let err = cluster_err(&[
+            ("replica.lag.time.max.ms", "1000"),
+            ("replica.fetch.wait.max.ms", "1001"),
+        ]);
+        assert!(
+            err.contains("replica.fetch.wait.max.ms=1001")
+                && err.contains("replica.lag.time.max.ms=1000"),
+            "{err}"
+        );
+        let err = cluster_err(&[("unclean.leader.election.enable", "true")]);
+        assert!(err.contains("not supported"), "{err}");
+        let err = cluster_err(&[("unclean.leader.election.enable", "maybe")]);
+        assert!(err.contains("true or false"), "{err}");
+        let err = cluster_err(&[("controller.election.timeout.ms", "150")]);
+        assert!(err.contains("at least 200"), "{err}");
+        let err = cluster_err(&[("min.insync.replicas", "0")]);
+        assert!(err.contains("min.insync.replicas"), "{err}");
+        // A replication factor above 1 needs a cluster.
+        let err = cluster_err(&[("default.replication.factor", "3")]);
+        assert!(err.contains("controller.quorum.voters"), "{err}");
+        let c = cluster(
+            &[
+                ("default.replication.factor", "3"),
+                ("controller.quorum.voters", VOTERS),
+            ],
+            None,
+        );
+        assert_eq!(c.default_replication_factor, 3);
+    }
+
+    #[test]
+    fn every_cluster_key_is_known() {
+        let p = props(&[
+            ("controller.quorum.voters", VOTERS),
+            ("controller.listener", "0.0.0.0:9093"),
+            ("controller.advertised.listener", "h:9093"),
+            ("broker.rack", "r"),
+            ("broker.session.timeout.ms", "1500"),
+            ("broker.heartbeat.interval.ms", "250"),
+            ("replica.lag.time.max.ms", "10000"),
+            ("replica.fetch.wait.max.ms", "500"),
+            ("replica.fetch.max.bytes", "1048576"),
+            ("replica.fetch.response.max.bytes", "10485760"),
+            ("replica.fetch.backoff.ms", "100"),
+            ("min.insync.replicas", "1"),
+            ("unclean.leader.election.enable", "false"),
+            ("controlled.shutdown.enable", "true"),
+            ("controlled.shutdown.timeout.ms", "30000"),
+            ("auto.leader.rebalance.enable", "true"),
+            ("leader.imbalance.check.interval.seconds", "300"),
+            ("controller.election.timeout.ms", "500"),
+        ]);
+        let (_, ignored) = BrokerConfig::from_properties_with_hostname(&p, None).unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
     }
 }

@@ -1,29 +1,35 @@
-//! The partitions this broker hosts: their logs, the topics they belong to, and the
-//! operations the Kafka handlers perform on them (Kafka's `ReplicaManager` and `LogManager`
-//! in one, for a single broker).
+//! The partitions this broker hosts, kept in step with the controller's metadata image
+//! (Kafka's `ReplicaManager` and `LogManager` in one).
 //!
 //! ```text
-//! handlers ──> ReplicaManager ──> Partition ──> Mutex<Log> ──> segment files
-//!                 │    └────────> MetadataStore (topics, configs)
-//!                 └─ appended: watch<u64> ──> long-polling fetches
+//! controller image (watch) ──apply_image──> ReplicaManager ──> Partition { log, role }
+//!                                               │                 ├─ Leader: serves produce,
+//!                                               │                 │  consumers, followers
+//!                                               │                 └─ Follower: fed by a fetcher
+//!                                               └─ follower set ──> Fetchers (one per leader)
 //! ```
 //!
-//! Locking: `state` (an `RwLock`) is held only to look up or replace topics; each partition's
-//! log has its own `Mutex`, held for one append or one read. Neither is held across `.await`:
-//! callers run log work on the blocking pool, since an append may fsync.
+//! The image says, for every partition, its replicas, leader, ISR and epochs. Applying an
+//! image opens the logs of partitions that name this broker, switches their roles, and
+//! deletes the logs of partitions that no longer do (topic deleted, replica moved away).
+//! Nothing here changes metadata: that goes through the controller.
+//!
+//! Locking: `state` (an `RwLock`) is held only to look up or replace the topic map; each
+//! partition has its own mutex (see [`super::partition`]). Neither is held across `.await`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::controller::{self, topic_config, MetadataStore, TopicConfigs, TopicRecord};
+use crate::controller::{topic_config, MetadataImage, TopicRecord, METADATA_DIR};
 use crate::log::{Log, LogConfig};
 use crate::server::config::BrokerConfig;
+pub use crate::server::partition::{LogGuard, Partition, Role};
 
 /// A Kafka error code with a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +47,15 @@ impl ApiError {
     }
 }
 
+impl From<crate::controller::CommandError> for ApiError {
+    fn from(e: crate::controller::CommandError) -> Self {
+        ApiError {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -49,98 +64,82 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// One partition hosted here.
-#[derive(Debug)]
-pub struct Partition {
-    pub topic: String,
-    pub index: i32,
-    /// `None` once the topic is deleted. A request that looked the partition up just before
-    /// the deletion still holds this `Arc`; it must find no log rather than write into the
-    /// directory, which a topic re-created under the same name may own by then.
-    log: Mutex<Option<Log>>,
-}
+/// File in a partition directory naming the topic id it belongs to (Kafka's
+/// `partition.metadata`), so a directory left by a deleted topic is never taken for a new
+/// topic of the same name.
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
-/// A locked, live partition log.
-pub struct LogGuard<'a>(MutexGuard<'a, Option<Log>>);
-
-impl std::ops::Deref for LogGuard<'_> {
-    type Target = Log;
-    fn deref(&self) -> &Log {
-        // A LogGuard is only built around `Some` (see `Partition::log`).
-        self.0.as_ref().expect("LogGuard holds a log")
-    }
-}
-
-impl std::ops::DerefMut for LogGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Log {
-        self.0.as_mut().expect("LogGuard holds a log")
-    }
-}
-
-impl Partition {
-    /// The partition's log, or `None` if its topic has been deleted. A panic while the lock
-    /// was held means a broken invariant in the log; carrying on with that state could
-    /// corrupt data, so it propagates.
-    pub fn log(&self) -> Option<LogGuard<'_>> {
-        let guard = self.log.lock().expect("partition log lock poisoned");
-        guard.is_some().then(|| LogGuard(guard))
-    }
-
-    /// Closes the log and removes its directory; later `log()` calls find nothing.
-    fn delete(&self) -> Result<(), crate::log::Error> {
-        let log = self.log.lock().expect("partition log lock poisoned").take();
-        match log {
-            Some(log) => log.delete(),
-            None => Ok(()),
-        }
-    }
-
-    /// What a request gets for a partition deleted under it.
-    pub fn deleted_error(&self) -> ApiError {
-        ApiError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("{}-{} was deleted", self.topic, self.index),
-        )
-    }
-}
-
-/// A topic and its partitions.
+/// A topic and the partitions of it this broker hosts.
 #[derive(Debug)]
 pub struct TopicState {
     pub record: TopicRecord,
     pub log_config: LogConfig,
-    pub partitions: Vec<Arc<Partition>>,
+    /// By partition index; `None` where this broker is not a replica.
+    pub hosted: Vec<Option<Arc<Partition>>>,
 }
 
 impl TopicState {
+    /// The hosted partition `index`, if this broker is one of its replicas.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
         usize::try_from(index)
             .ok()
-            .and_then(|i| self.partitions.get(i))
+            .and_then(|i| self.hosted.get(i))
+            .and_then(|p| p.as_ref())
+    }
+
+    /// The partition for a client request: UNKNOWN_TOPIC_OR_PARTITION when the index does
+    /// not exist, NOT_LEADER_OR_FOLLOWER when another broker holds it.
+    pub fn lookup(&self, index: i32, broker_id: i32) -> Result<Arc<Partition>, ApiError> {
+        if index < 0 || index >= self.record.partitions {
+            return Err(ApiError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("{}-{index} does not exist", self.record.name),
+            ));
+        }
+        self.partition(index).cloned().ok_or_else(|| {
+            ApiError::new(
+                ResponseError::NotLeaderOrFollower,
+                format!(
+                    "broker {broker_id} is not a replica of {}-{index}",
+                    self.record.name
+                ),
+            )
+        })
+    }
+
+    /// Every hosted partition.
+    pub fn partitions(&self) -> impl Iterator<Item = &Arc<Partition>> {
+        self.hosted.iter().flatten()
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct State {
-    store: MetadataStore,
-    /// Next producer id to hand out; ids up to `store.image().next_producer_id_block`
-    /// (exclusive) are reserved and persisted.
-    next_producer_id: i64,
+    image: Arc<MetadataImage>,
+    image_index: u64,
     topics: HashMap<String, Arc<TopicState>>,
     by_id: HashMap<Uuid, String>,
+    /// Every hosted partition by (topic id, index).
+    hosted: HashMap<(Uuid, i32), Arc<Partition>>,
+    /// Stray partition directories are removed once, after the first image.
+    strays_removed: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error(transparent)]
-    Metadata(#[from] controller::Error),
-    #[error("cannot open partition {topic}-{partition} in {dir}: {source}")]
-    Log {
-        topic: String,
-        partition: i32,
-        dir: PathBuf,
-        source: crate::log::Error,
-    },
+/// What applying an image changed, for the callers that act on it.
+#[derive(Debug, Default)]
+pub struct ImageChanges {
+    /// Partitions this broker follows, with their leader: the fetchers' work list.
+    pub following: Vec<(Arc<Partition>, i32, i32)>,
+    /// Partitions this broker now leads and did not before.
+    pub became_leader: Vec<Arc<Partition>>,
+    /// Partitions this broker led before and does not now (or no longer hosts).
+    pub lost_leadership: Vec<(String, i32)>,
+}
+
+#[derive(Debug, Default)]
+struct ProducerIdBlock {
+    next: i64,
+    end: i64,
 }
 
 /// Every partition on this broker.
@@ -148,8 +147,11 @@ pub enum OpenError {
 pub struct ReplicaManager {
     config: Arc<BrokerConfig>,
     state: RwLock<State>,
-    /// Bumped after every append (and topic change); fetches waiting for data watch it.
+    /// Bumped after every append, high watermark move and image; long-polling fetches watch it.
     appended: watch::Sender<u64>,
+    producer_ids: Mutex<ProducerIdBlock>,
+    /// Random per process start; registered with the controller.
+    incarnation: Uuid,
 }
 
 fn partition_dir(log_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -157,43 +159,26 @@ fn partition_dir(log_dir: &Path, topic: &str, partition: i32) -> PathBuf {
 }
 
 impl ReplicaManager {
-    /// Loads the metadata and opens (recovering) every partition log it names.
-    pub fn open(config: Arc<BrokerConfig>) -> Result<Self, OpenError> {
-        let store = MetadataStore::open(&config.log_dir)?;
-        let now = now_ms();
-        let mut topics = HashMap::new();
-        let mut by_id = HashMap::new();
-        for record in store.image().topics.values() {
-            let log_config = topic_config::log_config(&config.log, &record.configs);
-            let partitions = (0..record.partitions)
-                .map(|p| open_partition(&config.log_dir, &record.name, p, &log_config, now))
-                .collect::<Result<Vec<_>, _>>()?;
-            by_id.insert(record.topic_id, record.name.clone());
-            topics.insert(
-                record.name.clone(),
-                Arc::new(TopicState {
-                    record: record.clone(),
-                    log_config,
-                    partitions,
-                }),
-            );
-        }
-        Ok(ReplicaManager {
+    pub fn new(config: Arc<BrokerConfig>) -> Self {
+        ReplicaManager {
             config,
-            state: RwLock::new(State {
-                // Ids of a block reserved before the restart may have been handed out:
-                // start at the end of it, and reserve a new block on the first request.
-                next_producer_id: store.image().next_producer_id_block,
-                store,
-                topics,
-                by_id,
-            }),
+            state: RwLock::new(State::default()),
             appended: watch::channel(0).0,
-        })
+            producer_ids: Mutex::new(ProducerIdBlock::default()),
+            incarnation: Uuid::new_v4(),
+        }
     }
 
     pub fn config(&self) -> &Arc<BrokerConfig> {
         &self.config
+    }
+
+    pub fn incarnation(&self) -> Uuid {
+        self.incarnation
+    }
+
+    pub fn broker_id(&self) -> i32 {
+        self.config.broker_id
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -206,7 +191,13 @@ impl ReplicaManager {
     }
 
     pub fn cluster_id(&self) -> String {
-        self.read_state().store.image().cluster_id.clone()
+        self.read_state().image.cluster_id.clone()
+    }
+
+    /// The metadata image last applied, and its Raft log index.
+    pub fn image(&self) -> (u64, Arc<MetadataImage>) {
+        let state = self.read_state();
+        (state.image_index, state.image.clone())
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<TopicState>> {
@@ -229,29 +220,31 @@ impl ReplicaManager {
         topics
     }
 
-    /// A producer id never handed out before, from this broker's reserved block; a new block
-    /// of [`controller::PRODUCER_ID_BLOCK_SIZE`] ids is persisted in the metadata image first
-    /// when the current one is used up (Kafka's `ProducerIdManager.generateProducerId`).
-    pub fn allocate_producer_id(&self) -> Result<i64, ApiError> {
-        let mut state = self.write_state();
-        if state.next_producer_id >= state.store.image().next_producer_id_block {
-            let block_start = state.next_producer_id;
-            let block_end = block_start + controller::PRODUCER_ID_BLOCK_SIZE;
-            state
-                .store
-                .update(|image| image.next_producer_id_block = block_end)
-                .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-            tracing::info!(block_start, block_end, "reserved a block of producer ids");
-        }
-        let id = state.next_producer_id;
-        state.next_producer_id += 1;
-        Ok(id)
+    /// Every partition hosted here.
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.read_state().hosted.values().cloned().collect()
     }
 
-    /// True if `producer_id` was handed out by [`ReplicaManager::allocate_producer_id`] (here
-    /// or before a restart, as far as the reserved blocks tell).
+    /// The next producer id from this broker's block, if any is left.
+    pub fn take_producer_id(&self) -> Option<i64> {
+        let mut block = self.producer_ids.lock().expect("producer id lock poisoned");
+        (block.next < block.end).then(|| {
+            block.next += 1;
+            block.next - 1
+        })
+    }
+
+    /// A new block `[start, end)` handed to this broker by the controller.
+    pub fn add_producer_id_block(&self, start: i64, end: i64) {
+        let mut block = self.producer_ids.lock().expect("producer id lock poisoned");
+        if start >= block.end {
+            *block = ProducerIdBlock { next: start, end };
+        }
+    }
+
+    /// True if `producer_id` was handed out by the cluster (its block is committed).
     pub fn is_allocated_producer_id(&self, producer_id: i64) -> bool {
-        producer_id >= 0 && producer_id < self.read_state().next_producer_id
+        producer_id >= 0 && producer_id < self.read_state().image.next_producer_id_block
     }
 
     /// Waits for appends: the value changes after each one.
@@ -263,283 +256,180 @@ impl ReplicaManager {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Creates an internal topic (`__consumer_offsets`) with configs that clients may not
-    /// set, such as `cleanup.policy=compact`.
-    pub fn create_internal_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        configs: TopicConfigs,
-    ) -> Result<Arc<TopicState>, ApiError> {
-        self.create_topic_checked(name, partitions, -1, configs, false, false)
-    }
-
-    /// CreateTopics. `replication_factor` -1 means the broker default.
-    pub fn create_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        replication_factor: i16,
-        configs: TopicConfigs,
-        validate_only: bool,
-    ) -> Result<Arc<TopicState>, ApiError> {
-        self.create_topic_checked(
-            name,
-            partitions,
-            replication_factor,
-            configs,
-            validate_only,
-            true,
-        )
-    }
-
-    fn create_topic_checked(
-        &self,
-        name: &str,
-        partitions: i32,
-        replication_factor: i16,
-        configs: TopicConfigs,
-        validate_only: bool,
-        validate_configs: bool,
-    ) -> Result<Arc<TopicState>, ApiError> {
-        controller::validate_topic_name(name)
-            .map_err(|m| ApiError::new(ResponseError::InvalidTopicException, m))?;
-        let partitions = if partitions == -1 {
-            self.config.num_partitions
-        } else {
-            partitions
-        };
-        if partitions <= 0 {
-            return Err(ApiError::new(
-                ResponseError::InvalidPartitions,
-                format!("number of partitions must be larger than 0, not {partitions}"),
-            ));
-        }
-        let replication_factor = if replication_factor == -1 {
-            self.config.default_replication_factor
-        } else {
-            replication_factor
-        };
-        if replication_factor != 1 {
-            return Err(ApiError::new(
-                ResponseError::InvalidReplicationFactor,
-                format!(
-                    "replication factor {replication_factor} is larger than the 1 available broker"
-                ),
-            ));
-        }
-        if validate_configs {
-            topic_config::validate_all(&configs)
-                .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
-        }
-        let mut state = self.write_state();
-        if state.topics.contains_key(name) {
-            return Err(ApiError::new(
-                ResponseError::TopicAlreadyExists,
-                format!("topic {name:?} already exists"),
-            ));
-        }
-        let record = TopicRecord {
-            name: name.to_string(),
-            topic_id: Uuid::new_v4(),
-            partitions,
-            configs,
-            assignments: Vec::new(),
-        };
-        let log_config = topic_config::log_config(&self.config.log, &record.configs);
-        if validate_only {
-            return Ok(Arc::new(TopicState {
-                record,
-                log_config,
-                partitions: Vec::new(),
-            }));
-        }
+    /// Brings the hosted partitions in line with a committed image. Blocking (opens and
+    /// deletes logs): call from the blocking pool. Images older than the last applied one
+    /// are ignored.
+    pub fn apply_image(&self, index: u64, image: Arc<MetadataImage>) -> ImageChanges {
+        let me = self.config.broker_id;
         let now = now_ms();
-        let logs = (0..partitions)
-            .map(|p| open_partition(&self.config.log_dir, name, p, &log_config, now))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-        state
-            .store
-            .update(|image| image.topics.insert(name.to_string(), record.clone()))
-            .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-        let topic = Arc::new(TopicState {
-            record,
-            log_config,
-            partitions: logs,
-        });
-        state.by_id.insert(topic.record.topic_id, name.to_string());
-        state.topics.insert(name.to_string(), topic.clone());
-        drop(state);
-        self.notify_appended();
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(topic)
-    }
-
-    /// DeleteTopics: forgets the topic, then removes its partition directories.
-    pub fn delete_topic(&self, name: &str) -> Result<Uuid, ApiError> {
+        let mut changes = ImageChanges::default();
         let mut state = self.write_state();
-        let Some(topic) = state.topics.get(name).cloned() else {
-            return Err(unknown_topic(name));
-        };
-        state
-            .store
-            .update(|image| image.topics.remove(name))
-            .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-        state.topics.remove(name);
-        state.by_id.remove(&topic.record.topic_id);
+        if index < state.image_index {
+            return changes;
+        }
+        let mut topics = HashMap::new();
+        let mut by_id = HashMap::new();
+        let mut hosted: HashMap<(Uuid, i32), Arc<Partition>> = HashMap::new();
+        for record in image.topics.values() {
+            let log_config = topic_config::log_config(&self.config.log, &record.configs);
+            let mut slots = Vec::with_capacity(record.assignments.len());
+            for (p, assignment) in record.assignments.iter().enumerate() {
+                let p = p as i32;
+                if !assignment.replicas.contains(&me) {
+                    slots.push(None);
+                    continue;
+                }
+                let key = (record.topic_id, p);
+                let partition = match state.hosted.get(&key) {
+                    Some(existing) => {
+                        if let Some(mut log) = existing.log() {
+                            if log.config() != &log_config {
+                                log.update_config(log_config.clone());
+                            }
+                        }
+                        existing.clone()
+                    }
+                    None => {
+                        match open_partition(&self.config.log_dir, record, p, &log_config, me, now)
+                        {
+                            Ok(partition) => partition,
+                            Err(e) => {
+                                tracing::error!(
+                                    topic = %record.name, partition = p, error = %e,
+                                    "cannot open partition log"
+                                );
+                                slots.push(None);
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let was_leader = matches!(partition.role(), Role::Leader(_));
+                partition.apply_record(
+                    assignment.leader,
+                    assignment.leader_epoch,
+                    assignment.partition_epoch,
+                    &assignment.replicas,
+                    &assignment.isr,
+                    now,
+                );
+                match partition.role() {
+                    Role::Leader(_) if !was_leader => changes.became_leader.push(partition.clone()),
+                    Role::Leader(_) => {}
+                    Role::Follower {
+                        leader,
+                        leader_epoch,
+                    } => {
+                        if was_leader {
+                            changes.lost_leadership.push((record.name.clone(), p));
+                        }
+                        changes
+                            .following
+                            .push((partition.clone(), leader, leader_epoch));
+                    }
+                    Role::Offline => {
+                        if was_leader {
+                            changes.lost_leadership.push((record.name.clone(), p));
+                        }
+                    }
+                }
+                hosted.insert(key, partition.clone());
+                slots.push(Some(partition));
+            }
+            by_id.insert(record.topic_id, record.name.clone());
+            topics.insert(
+                record.name.clone(),
+                Arc::new(TopicState {
+                    record: record.clone(),
+                    log_config,
+                    hosted: slots,
+                }),
+            );
+        }
+        let gone: Vec<Arc<Partition>> = state
+            .hosted
+            .iter()
+            .filter(|(key, _)| !hosted.contains_key(key))
+            .map(|(_, p)| p.clone())
+            .collect();
+        // Only once the controller has unfenced this very process: it does so after the
+        // broker has caught up with the metadata log, so the image is not a stale one from
+        // before a restart, in which newer partitions would look like strays.
+        let remove_strays = !state.strays_removed
+            && image
+                .brokers
+                .get(&me)
+                .is_some_and(|b| !b.fenced && b.incarnation == self.incarnation);
+        state.topics = topics;
+        state.by_id = by_id;
+        state.hosted = hosted;
+        state.image = image;
+        state.image_index = index;
+        if remove_strays {
+            state.strays_removed = true;
+        }
+        let kept: HashSet<PathBuf> = state
+            .hosted
+            .values()
+            .filter_map(|p| p.log().map(|l| l.dir().to_path_buf()))
+            .collect();
         drop(state);
-        for partition in &topic.partitions {
+        for partition in gone {
+            if matches!(partition.role(), Role::Leader(_)) {
+                changes
+                    .lost_leadership
+                    .push((partition.topic.clone(), partition.index));
+            }
+            tracing::info!(
+                topic = %partition.topic, partition = partition.index,
+                "removing replica no longer assigned to this broker"
+            );
             if let Err(e) = partition.delete() {
                 tracing::warn!(
-                    topic = name, partition = partition.index, error = %e,
+                    topic = %partition.topic, partition = partition.index, error = %e,
                     "cannot remove partition directory"
                 );
             }
         }
+        if remove_strays {
+            remove_stray_dirs(&self.config.log_dir, &kept);
+        }
         self.notify_appended();
-        tracing::info!(topic = name, "deleted topic");
-        Ok(topic.record.topic_id)
+        changes
     }
 
-    /// CreatePartitions: grows a topic to `count` partitions.
-    pub fn create_partitions(
-        &self,
-        name: &str,
-        count: i32,
-        validate_only: bool,
-    ) -> Result<(), ApiError> {
-        let mut state = self.write_state();
-        let Some(topic) = state.topics.get(name).cloned() else {
-            return Err(unknown_topic(name));
-        };
-        let current = topic.record.partitions;
-        if count <= current {
-            return Err(ApiError::new(
-                ResponseError::InvalidPartitions,
-                format!("topic {name:?} has {current} partitions; the count can only grow, and {count} is not larger"),
-            ));
-        }
-        if validate_only {
-            return Ok(());
-        }
-        let now = now_ms();
-        let mut partitions = topic.partitions.clone();
-        for p in current..count {
-            partitions.push(
-                open_partition(&self.config.log_dir, name, p, &topic.log_config, now)
-                    .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?,
-            );
-        }
-        let mut record = topic.record.clone();
-        record.partitions = count;
-        state
-            .store
-            .update(|image| image.topics.insert(name.to_string(), record.clone()))
-            .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-        state.topics.insert(
-            name.to_string(),
-            Arc::new(TopicState {
-                record,
-                log_config: topic.log_config.clone(),
-                partitions,
-            }),
-        );
-        drop(state);
-        self.notify_appended();
-        Ok(())
-    }
-
-    /// Replaces a topic's overrides with `configs` (AlterConfigs) after validating them, and
-    /// applies them to the open logs at once.
-    pub fn set_topic_configs(
-        &self,
-        name: &str,
-        configs: TopicConfigs,
-        validate_only: bool,
-    ) -> Result<(), ApiError> {
-        topic_config::validate_all(&configs)
-            .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
-        let mut state = self.write_state();
-        let Some(topic) = state.topics.get(name).cloned() else {
-            return Err(unknown_topic(name));
-        };
-        if validate_only {
-            return Ok(());
-        }
-        let mut record = topic.record.clone();
-        record.configs = configs;
-        state
-            .store
-            .update(|image| image.topics.insert(name.to_string(), record.clone()))
-            .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-        let log_config = topic_config::log_config(&self.config.log, &record.configs);
-        for partition in &topic.partitions {
-            if let Some(mut log) = partition.log() {
-                log.update_config(log_config.clone());
-            }
-        }
-        state.topics.insert(
-            name.to_string(),
-            Arc::new(TopicState {
-                record,
-                log_config,
-                partitions: topic.partitions.clone(),
-            }),
-        );
-        tracing::info!(topic = name, "updated topic configs");
-        Ok(())
-    }
-
-    fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        self.read_state()
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.iter().cloned())
-            .collect()
-    }
-
-    /// Deletes segments past retention on every partition. Blocking: call from the blocking
-    /// pool. Returns how many segments went.
+    /// Deletes segments past retention (leaders and followers, below the high watermark)
+    /// and compacts compacted topics. Blocking. Returns how many segments went.
     pub fn run_retention(&self, now_ms: i64) -> usize {
         let mut deleted = 0;
         for topic in self.topics() {
-            if topic
+            let compacted = topic
                 .record
                 .configs
                 .get("cleanup.policy")
                 .map(String::as_str)
-                != Some("compact")
-            {
-                continue;
-            }
-            // Only internal topics can be compacted (clients may not set the policy).
-            for partition in &topic.partitions {
+                == Some("compact");
+            for partition in topic.partitions() {
                 let Some(mut log) = partition.log() else {
                     continue;
                 };
-                if let Err(e) = log.compact(now_ms) {
-                    tracing::error!(
-                        topic = %partition.topic, partition = partition.index, error = %e,
-                        "compaction failed"
-                    );
+                let hw = log.high_watermark();
+                if compacted {
+                    if let Err(e) = log.compact_below(now_ms, hw) {
+                        tracing::error!(
+                            topic = %partition.topic, partition = partition.index, error = %e,
+                            "compaction failed"
+                        );
+                    }
+                    continue;
                 }
-            }
-        }
-        for partition in self.all_partitions() {
-            let Some(mut log) = partition.log() else {
-                continue;
-            };
-            if partition.topic == crate::group::coordinator::OFFSETS_TOPIC {
-                // Compacted, never deleted by time or size.
-                continue;
-            }
-            match log.apply_retention(now_ms) {
-                Ok(n) => deleted += n,
-                Err(e) => tracing::error!(
-                    topic = %partition.topic, partition = partition.index, error = %e,
-                    "retention failed"
-                ),
+                match log.apply_retention_below(now_ms, hw) {
+                    Ok(n) => deleted += n,
+                    Err(e) => tracing::error!(
+                        topic = %partition.topic, partition = partition.index, error = %e,
+                        "retention failed"
+                    ),
+                }
             }
         }
         if deleted > 0 {
@@ -590,127 +480,82 @@ pub fn unknown_topic(name: &str) -> ApiError {
     )
 }
 
+/// Opens (recovering) or creates the log of one assigned partition. A directory holding a
+/// different topic id (left by a deleted topic of the same name) is wiped first.
 fn open_partition(
     log_dir: &Path,
-    topic: &str,
+    record: &TopicRecord,
     partition: i32,
     config: &LogConfig,
+    broker_id: i32,
     now_ms: i64,
-) -> Result<Arc<Partition>, OpenError> {
-    let dir = partition_dir(log_dir, topic, partition);
-    let log = Log::open(&dir, config.clone(), now_ms).map_err(|source| OpenError::Log {
-        topic: topic.to_string(),
+) -> Result<Arc<Partition>, crate::log::Error> {
+    let dir = partition_dir(log_dir, &record.name, partition);
+    let marker = dir.join(PARTITION_METADATA_FILE);
+    let expected = format!("version: 0\ntopic_id: {}\n", record.topic_id);
+    match std::fs::read_to_string(&marker) {
+        Ok(found) if found == expected => {}
+        Ok(_) => {
+            tracing::warn!(dir = %dir.display(), "partition directory belongs to an older topic of the same name; removing it");
+            std::fs::remove_dir_all(&dir).map_err(crate::log::Error::io("removing", &dir))?;
+        }
+        Err(_) => {}
+    }
+    let log = Log::open(&dir, config.clone(), now_ms)?;
+    if !marker.exists() {
+        std::fs::write(&marker, expected).map_err(crate::log::Error::io("writing", &marker))?;
+    }
+    Ok(Arc::new(Partition::new(
+        &record.name,
         partition,
-        dir: dir.clone(),
-        source,
-    })?;
-    Ok(Arc::new(Partition {
-        topic: topic.to_string(),
-        index: partition,
-        log: Mutex::new(Some(log)),
-    }))
+        record.topic_id,
+        broker_id,
+        log,
+    )))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::log::build_batch;
-
-    fn manager(dir: &Path) -> ReplicaManager {
-        let config = BrokerConfig {
-            log_dir: dir.to_path_buf(),
-            ..BrokerConfig::default()
-        };
-        ReplicaManager::open(Arc::new(config)).unwrap()
-    }
-
-    #[test]
-    fn a_partition_held_across_topic_deletion_cannot_touch_the_recreated_topic() {
-        let dir = tempfile::tempdir().unwrap();
-        let replicas = manager(dir.path());
-        let old = replicas
-            .create_topic("orders", 1, 1, TopicConfigs::new(), false)
-            .unwrap();
-        let stale = old.partitions[0].clone();
-        replicas.delete_topic("orders").unwrap();
-        assert!(!dir.path().join("orders-0").exists());
-        let new = replicas
-            .create_topic("orders", 1, 1, TopicConfigs::new(), false)
-            .unwrap();
-
-        // A request that looked up the old partition before the deletion finds no log.
-        assert!(stale.log().is_none());
-        assert_eq!(
-            stale.deleted_error().code,
-            ResponseError::UnknownTopicOrPartition.code()
-        );
-        // The re-created topic starts empty and its directory holds only its own segment.
-        let mut batch = build_batch(0, 0, &[(None, Some(b"v"))]);
-        let info = new.partitions[0]
-            .log()
-            .unwrap()
-            .append_as_leader(&mut batch, 0)
-            .unwrap();
-        assert_eq!(info.base_offset, 0);
-        let logs = std::fs::read_dir(dir.path().join("orders-0"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".log")
-            })
-            .count();
-        assert_eq!(logs, 1);
-    }
-
-    #[test]
-    fn topics_and_configs_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let replicas = manager(dir.path());
-        let configs: TopicConfigs = [("retention.ms".to_string(), "1000".to_string())].into();
-        let id = replicas
-            .create_topic("events", 3, -1, configs, false)
-            .unwrap()
-            .record
-            .topic_id;
-        replicas.flush_all();
-        drop(replicas);
-        let replicas = manager(dir.path());
-        let topic = replicas.topic_by_id(id).unwrap();
-        assert_eq!(topic.record.name, "events");
-        assert_eq!(topic.partitions.len(), 3);
-        assert_eq!(topic.log_config.retention_ms, 1000);
-    }
-
-    #[test]
-    fn producer_ids_never_repeat_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let replicas = manager(dir.path());
-        let first: Vec<i64> = (0..3)
-            .map(|_| replicas.allocate_producer_id().unwrap())
-            .collect();
-        assert_eq!(first, vec![0, 1, 2]);
-        assert!(replicas.is_allocated_producer_id(2));
-        assert!(!replicas.is_allocated_producer_id(3));
-        drop(replicas);
-        let replicas = manager(dir.path());
-        let next = replicas.allocate_producer_id().unwrap();
-        assert_eq!(next, controller::PRODUCER_ID_BLOCK_SIZE);
-        // Crossing a block boundary reserves the next block.
-        for _ in 1..controller::PRODUCER_ID_BLOCK_SIZE {
-            replicas.allocate_producer_id().unwrap();
+/// Removes `<topic>-<n>` directories that no assigned partition uses: partitions deleted
+/// or moved away while this broker was down.
+fn remove_stray_dirs(log_dir: &Path, kept: &HashSet<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(log_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == METADATA_DIR || !path.is_dir() || kept.contains(&path) {
+            continue;
         }
-        assert_eq!(
-            replicas.allocate_producer_id().unwrap(),
-            2 * controller::PRODUCER_ID_BLOCK_SIZE
-        );
-        drop(replicas);
-        let replicas = manager(dir.path());
-        assert_eq!(
-            replicas.allocate_producer_id().unwrap(),
-            3 * controller::PRODUCER_ID_BLOCK_SIZE
-        );
+        let looks_like_partition = name
+            .rsplit_once('-')
+            .is_some_and(|(topic, n)| !topic.is_empty() && n.parse::<u32>().is_ok());
+        if !looks_like_partition || !path.join(PARTITION_METADATA_FILE).exists() {
+            continue;
+        }
+        tracing::info!(dir = %path.display(), "removing a partition no longer assigned to this broker");
+        if let Err(e) = std::fs::remove_dir_all(&path) {
+            tracing::warn!(dir = %path.display(), error = %e, "cannot remove stray partition");
+        }
     }
+}
+
+/// Effective `min.insync.replicas` of a topic.
+pub fn min_insync_replicas(config: &BrokerConfig, topic: &TopicState) -> usize {
+    topic_config::min_insync_replicas(config.min_insync_replicas, &topic.record.configs).max(1)
+        as usize
+}
+
+/// For tests and tools: the leaders by partition in an image.
+pub fn leaders(image: &MetadataImage, topic: &str) -> BTreeMap<i32, i32> {
+    image
+        .topics
+        .get(topic)
+        .map(|t| {
+            t.assignments
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (i as i32, a.leader))
+                .collect()
+        })
+        .unwrap_or_default()
 }

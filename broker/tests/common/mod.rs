@@ -972,4 +972,5 @@ impl RawClient {
         self.send(req, version)
     }
 }
+pub mod cluster;
 pub mod proxy;

@@ -18,9 +18,9 @@ use kafka_protocol::ResponseError;
 
 use super::topics::{SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC, SOURCE_STATIC_BROKER};
 use super::{blocking, str_bytes};
-use crate::controller::{topic_config, TopicConfigs};
+use crate::controller::{topic_config, Command, TopicConfigs};
 use crate::server::config::BrokerConfig;
-use crate::server::replica_manager::{unknown_topic, ApiError, ReplicaManager};
+use crate::server::replica_manager::{unknown_topic, ApiError};
 use crate::server::BrokerContext;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -185,9 +185,11 @@ pub fn describe_configs(
     DescribeConfigsResponse::default().with_results(results)
 }
 
-/// Checks the resource is a topic, then computes and stores its new override set.
+/// Checks the resource is a topic, then computes its new override set, validates it and
+/// commits it through the controller. Runs on the blocking pool, so it may wait for the
+/// commit there.
 fn alter_topic(
-    replicas: &ReplicaManager,
+    ctx: &BrokerContext,
     resource_type: i8,
     name: &str,
     validate_only: bool,
@@ -199,17 +201,39 @@ fn alter_topic(
             format!("resource type {resource_type} cannot be altered; broker settings are static"),
         ));
     }
-    let topic = replicas.topic(name).ok_or_else(|| unknown_topic(name))?;
+    let topic = ctx
+        .replicas
+        .topic(name)
+        .ok_or_else(|| unknown_topic(name))?;
     let mut configs = topic.record.configs.clone();
     change(&mut configs)?;
-    replicas.set_topic_configs(name, configs, validate_only)
+    if name == crate::group::coordinator::OFFSETS_TOPIC {
+        return Err(ApiError::new(
+            ResponseError::InvalidRequest,
+            format!("{name} is internal; its configuration is the broker's"),
+        ));
+    }
+    topic_config::validate_all(&configs)
+        .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
+    if validate_only {
+        return Ok(());
+    }
+    let command = Command::SetTopicConfigs {
+        name: name.to_string(),
+        configs,
+    };
+    tokio::runtime::Handle::current()
+        .block_on(ctx.submit(command))
+        .map(|_| {
+            tracing::info!(topic = name, "updated topic configs");
+        })
 }
 
 pub async fn alter_configs(
     ctx: &Arc<BrokerContext>,
     request: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
-    let replicas = ctx.replicas.clone();
+    let ctx = ctx.clone();
     let validate_only = request.validate_only;
     let responses = blocking(move || {
         request
@@ -217,7 +241,7 @@ pub async fn alter_configs(
             .into_iter()
             .map(|r| {
                 let outcome = alter_topic(
-                    &replicas,
+                    &ctx,
                     r.resource_type,
                     r.resource_name.as_str(),
                     validate_only,
@@ -257,7 +281,7 @@ pub async fn incremental_alter_configs(
     ctx: &Arc<BrokerContext>,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let replicas = ctx.replicas.clone();
+    let ctx = ctx.clone();
     let defaults = ctx.config.log.clone();
     let validate_only = request.validate_only;
     let responses = blocking(move || {
@@ -266,7 +290,7 @@ pub async fn incremental_alter_configs(
             .into_iter()
             .map(|r| {
                 let outcome = alter_topic(
-                    &replicas,
+                    &ctx,
                     r.resource_type,
                     r.resource_name.as_str(),
                     validate_only,

@@ -1,5 +1,6 @@
-//! DeleteRecords: advance a partition's log start offset; offset -1 means the high
-//! watermark. Segments wholly below the new start are deleted.
+//! DeleteRecords: advance a partition's log start offset on its leader; offset -1 means the
+//! high watermark, and offsets past it are out of range. Segments wholly below the new start
+//! are deleted; followers follow the leader's log start through replication.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ pub async fn delete_records(
     request: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let replicas = ctx.replicas.clone();
+    let me = ctx.config.broker_id;
     let topics = blocking(move || {
         request
             .topics
@@ -30,22 +32,23 @@ pub async fn delete_records(
                         let result = DeleteRecordsPartitionResult::default()
                             .with_partition_index(p.partition_index)
                             .with_low_watermark(-1);
-                        let Some(partition) =
-                            topic.as_ref().and_then(|t| t.partition(p.partition_index))
-                        else {
-                            return result
-                                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        let partition = match &topic {
+                            Some(topic) => match topic.lookup(p.partition_index, me) {
+                                Ok(partition) => partition,
+                                Err(e) => return result.with_error_code(e.code),
+                            },
+                            None => {
+                                return result
+                                    .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            }
                         };
-                        let Some(mut log) = partition.log() else {
-                            return result
-                                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        let mut log = match partition.leader_log() {
+                            Ok((log, _)) => log,
+                            Err(e) => return result.with_error_code(e.code),
                         };
-                        let offset = if p.offset == -1 {
-                            log.log_end_offset()
-                        } else {
-                            p.offset
-                        };
-                        if offset < 0 {
+                        let hw = log.high_watermark();
+                        let offset = if p.offset == -1 { hw } else { p.offset };
+                        if offset < 0 || offset > hw {
                             return result.with_error_code(ResponseError::OffsetOutOfRange.code());
                         }
                         match log.delete_records_before(offset) {

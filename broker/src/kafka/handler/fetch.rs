@@ -1,5 +1,7 @@
-//! Fetch: read raw record batches from each requested partition, long-polling until
-//! `min_bytes` are available or `max_wait_ms` passes.
+//! Fetch (consumers): read raw record batches below the high watermark from each requested
+//! partition this broker leads, long-polling until `min_bytes` are available or
+//! `max_wait_ms` passes. Followers do not use this API: they fetch over gRPC (see
+//! `server::replication`).
 //!
 //! ```text
 //! resolve partitions ─> read (blocking pool) ─> enough bytes, an error, or deadline? ─> respond
@@ -36,6 +38,7 @@ struct Wanted {
     /// Error code when the partition cannot be read at all.
     error: i16,
     fetch_offset: i64,
+    current_leader_epoch: i32,
     max_bytes: usize,
 }
 
@@ -52,37 +55,44 @@ fn read_pass(wanted: &[Wanted], response_max_bytes: usize) -> Vec<Found> {
     wanted
         .iter()
         .map(|w| {
+            let failed = |error: i16| Found {
+                error,
+                records: Bytes::new(),
+                high_watermark: -1,
+                log_start_offset: -1,
+            };
             let Some(partition) = &w.partition else {
-                return Found {
-                    error: w.error,
-                    records: Bytes::new(),
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                };
+                return failed(w.error);
             };
-            let Some(log) = partition.log() else {
-                return Found {
-                    error: ResponseError::UnknownTopicOrPartition.code(),
-                    records: Bytes::new(),
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                };
-            };
-            let high_watermark = log.log_end_offset();
-            let log_start_offset = log.log_start_offset();
             let budget = w.max_bytes.min(response_max_bytes.saturating_sub(total));
             if total > 0 && budget == 0 {
-                return Found {
-                    error: 0,
-                    records: Bytes::new(),
-                    high_watermark,
-                    log_start_offset,
+                return match partition.leader_log() {
+                    Ok((log, _)) => Found {
+                        error: 0,
+                        records: Bytes::new(),
+                        high_watermark: log.high_watermark(),
+                        log_start_offset: log.log_start_offset(),
+                    },
+                    Err(e) => failed(e.code),
                 };
             }
             // Only the first partition with data may exceed the budget with one whole batch
-            // (KIP-74); later ones stop at the budget.
-            match log.read_batches(w.fetch_offset, budget.max(1), high_watermark, total == 0) {
-                Ok(FetchData { records, .. }) => {
+            // (KIP-74); later ones stop at the budget. Consumers never read past the high
+            // watermark.
+            match partition.read_for_consumer(
+                w.fetch_offset,
+                budget.max(1),
+                total == 0,
+                w.current_leader_epoch,
+            ) {
+                Ok((
+                    FetchData {
+                        records,
+                        log_start_offset,
+                        ..
+                    },
+                    high_watermark,
+                )) => {
                     total += records.len();
                     Found {
                         error: 0,
@@ -91,12 +101,7 @@ fn read_pass(wanted: &[Wanted], response_max_bytes: usize) -> Vec<Found> {
                         log_start_offset,
                     }
                 }
-                Err(e) => Found {
-                    error: e.kafka_error_code(),
-                    records: Bytes::new(),
-                    high_watermark,
-                    log_start_offset,
-                },
+                Err(e) => failed(e.code),
             }
         })
         .collect()
@@ -119,14 +124,12 @@ pub async fn fetch(ctx: &Arc<BrokerContext>, request: FetchRequest, version: i16
         };
         topics.push((t.topic.clone(), t.topic_id));
         for p in t.partitions {
-            let partition = topic
-                .as_ref()
-                .and_then(|t| t.partition(p.partition))
-                .cloned();
-            let error = match (&topic, &partition) {
-                (None, _) => missing,
-                (Some(_), None) => ResponseError::UnknownTopicOrPartition.code(),
-                _ => 0,
+            let (partition, error) = match &topic {
+                None => (None, missing),
+                Some(topic) => match topic.lookup(p.partition, ctx.config.broker_id) {
+                    Ok(partition) => (Some(partition), 0),
+                    Err(e) => (None, e.code),
+                },
             };
             wanted.push(Wanted {
                 topic: topics.len() - 1,
@@ -134,6 +137,7 @@ pub async fn fetch(ctx: &Arc<BrokerContext>, request: FetchRequest, version: i16
                 partition,
                 error,
                 fetch_offset: p.fetch_offset,
+                current_leader_epoch: p.current_leader_epoch,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
             });
         }

@@ -29,7 +29,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{blocking, str_bytes};
-use crate::group::coordinator::CommittedOffset;
+use crate::controller::{prepare, Command, TopicConfigs};
+use crate::group::coordinator::{partition_for, CommittedOffset, OFFSETS_TOPIC};
+use crate::group::membership::error_code::COORDINATOR_NOT_AVAILABLE;
 use crate::group::membership::{self, GroupState, MemberIdentity, Protocol};
 use crate::server::BrokerContext;
 
@@ -54,36 +56,117 @@ fn state_name(state: GroupState) -> &'static str {
     }
 }
 
+/// Creates `__consumer_offsets` through the controller if it does not exist yet, with
+/// `offsets.topic.replication.factor` replicas per partition (1 on a standalone broker).
+/// Until enough brokers are live, clients are told COORDINATOR_NOT_AVAILABLE and retry.
+async fn ensure_offsets_topic(ctx: &BrokerContext) -> Result<(), (i16, String)> {
+    if ctx.replicas.topic(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let (_, image) = ctx.replicas.image();
+    let replication_factor = if ctx.config.is_standalone() {
+        1
+    } else {
+        ctx.config.offsets_topic_replication_factor
+    };
+    let live = image.live_brokers().count();
+    if live < replication_factor as usize {
+        return Err((
+            COORDINATOR_NOT_AVAILABLE,
+            format!(
+                "{OFFSETS_TOPIC} needs offsets.topic.replication.factor={replication_factor} live brokers; {live} are live"
+            ),
+        ));
+    }
+    let prepared = prepare::create_topic(
+        &image,
+        OFFSETS_TOPIC,
+        ctx.config.offsets_topic_num_partitions,
+        replication_factor,
+        None,
+        TopicConfigs::new(),
+        &super::topics::topic_defaults(ctx),
+        uuid::Uuid::new_v4(),
+    );
+    let command = match prepared {
+        // Clients may not set cleanup.policy=compact; the internal topic gets it here.
+        Ok(Command::CreateTopic { mut topic }) => {
+            topic.configs = ctx.groups.offsets_topic_configs();
+            Command::CreateTopic { topic }
+        }
+        Ok(_) => unreachable!("prepare::create_topic prepares a CreateTopic"),
+        Err(e) => return Err((COORDINATOR_NOT_AVAILABLE, e.message)),
+    };
+    match ctx.submit(command).await {
+        Ok(_) => {
+            tracing::info!(replication_factor, "created {OFFSETS_TOPIC}");
+            Ok(())
+        }
+        // Created concurrently through another broker.
+        Err(_) if ctx.replicas.topic(OFFSETS_TOPIC).is_some() => Ok(()),
+        Err(e) => Err((COORDINATOR_NOT_AVAILABLE, e.message)),
+    }
+}
+
+/// The broker leading the group's partition of `__consumer_offsets`: its coordinator.
+fn coordinator_of(ctx: &BrokerContext, key: &str) -> Result<(i32, String, i32), (i16, String)> {
+    let (_, image) = ctx.replicas.image();
+    let topic = image.topics.get(OFFSETS_TOPIC).ok_or_else(|| {
+        (
+            COORDINATOR_NOT_AVAILABLE,
+            format!("{OFFSETS_TOPIC} does not exist yet"),
+        )
+    })?;
+    let index = partition_for(key, topic.partitions);
+    let leader = topic
+        .assignments
+        .get(index as usize)
+        .map(|a| a.leader)
+        .unwrap_or(-1);
+    match image.brokers.get(&leader).filter(|b| !b.fenced) {
+        Some(b) => Ok((b.id, b.host.clone(), b.port)),
+        None => Err((
+            COORDINATOR_NOT_AVAILABLE,
+            format!("{OFFSETS_TOPIC}-{index} has no leader right now"),
+        )),
+    }
+}
+
 pub async fn find_coordinator(
     ctx: &std::sync::Arc<BrokerContext>,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let groups = ctx.groups.clone();
-    let ready = blocking(move || groups.ensure_offsets_topic()).await;
+    let ready = if request.key_type == KEY_TYPE_TRANSACTION {
+        Ok(())
+    } else {
+        ensure_offsets_topic(ctx).await
+    };
     let answer = |key: StrBytes| {
-        let (error_code, message) = if request.key_type == KEY_TYPE_TRANSACTION {
-            (
+        let found = if request.key_type == KEY_TYPE_TRANSACTION {
+            Err((
                 INVALID_REQUEST,
-                Some("transactions are not supported by this broker"),
-            )
-        } else if let Err(code) = ready {
-            (code, Some("the offsets topic is not available"))
+                "transactions are not supported by this broker".to_string(),
+            ))
         } else {
-            (0, None)
+            ready
+                .clone()
+                .and_then(|()| coordinator_of(ctx, key.as_str()))
         };
-        let ok = error_code == 0;
-        Coordinator::default()
-            .with_key(key)
-            .with_node_id(BrokerId(if ok { ctx.config.broker_id } else { -1 }))
-            .with_host(str_bytes(if ok {
-                ctx.advertised_host.as_str()
-            } else {
-                ""
-            }))
-            .with_port(if ok { ctx.advertised_port } else { -1 })
-            .with_error_code(error_code)
-            .with_error_message(message.map(str_bytes))
+        match found {
+            Ok((id, host, port)) => Coordinator::default()
+                .with_key(key)
+                .with_node_id(BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(port),
+            Err((code, message)) => Coordinator::default()
+                .with_key(key)
+                .with_node_id(BrokerId(-1))
+                .with_host(str_bytes(""))
+                .with_port(-1)
+                .with_error_code(code)
+                .with_error_message(Some(str_bytes(message))),
+        }
     };
     if version >= 4 {
         let coordinators = request

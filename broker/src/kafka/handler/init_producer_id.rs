@@ -2,7 +2,7 @@
 //! bump.
 //!
 //! ```text
-//! producer_id = -1                ──▶ a new id from the ReplicaManager's reserved block, epoch 0
+//! producer_id = -1                ──▶ a new id from this broker's block (from the controller), epoch 0
 //! producer_id/epoch known (v3+)   ──▶ the same id, epoch + 1 (a new id, epoch 0, on overflow)
 //! transactional_id set            ──▶ INVALID_REQUEST: transactions are not supported
 //! ```
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
-use super::blocking;
+use crate::controller::{Command, Outcome};
 use crate::server::BrokerContext;
 
 /// Highest epoch handed out; Kafka keeps `Short.MAX_VALUE` free, and bumping past this gives
@@ -67,21 +67,35 @@ pub async fn init_producer_id(
         // KIP-360: an id without an epoch (or an epoch without an id) is malformed.
         return error(ResponseError::InvalidRequest);
     }
-    // Reserving a new block writes the metadata image (fsync): run it off the runtime.
-    let replicas = ctx.replicas.clone();
-    match blocking(move || replicas.allocate_producer_id()).await {
-        Ok(id) => {
-            tracing::debug!(producer_id = id, "allocated producer id");
-            InitProducerIdResponse::default()
-                .with_producer_id(ProducerId(id))
-                .with_producer_epoch(0)
+    // Ids come from blocks the controller hands out; a new block is committed through
+    // the metadata quorum before any id from it is used, so ids never repeat.
+    let id = loop {
+        if let Some(id) = ctx.replicas.take_producer_id() {
+            break id;
         }
-        Err(e) => {
-            tracing::warn!(error = %e.message, "cannot allocate a producer id");
-            InitProducerIdResponse::default()
-                .with_error_code(e.code)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1)
+        let command = Command::AllocateProducerIds {
+            broker_id: ctx.config.broker_id,
+        };
+        match ctx.submit(command).await {
+            Ok(Outcome::ProducerIds { start, end }) => {
+                tracing::info!(start, end, "got a block of producer ids");
+                ctx.replicas.add_producer_id_block(start, end);
+            }
+            Ok(other) => {
+                tracing::error!(?other, "unexpected answer to a producer id allocation");
+                return error(ResponseError::UnknownServerError);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message, "cannot allocate a producer id");
+                return InitProducerIdResponse::default()
+                    .with_error_code(e.code)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1);
+            }
         }
-    }
+    };
+    tracing::debug!(producer_id = id, "allocated producer id");
+    InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(id))
+        .with_producer_epoch(0)
 }

@@ -24,22 +24,29 @@ fn lookup(partition: &Partition, timestamp: i64, version: i16) -> ListOffsetsPar
         .with_partition_index(partition.index)
         .with_timestamp(-1)
         .with_offset(-1);
-    // The leader epoch field exists from v4; a single broker's partitions stay in epoch 0.
-    if version >= 4 {
-        response = response.with_leader_epoch(0);
-    }
-    let Some(log) = partition.log() else {
-        return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+    // Only the leader answers, and clients see offsets below the high watermark only.
+    let (log, epoch) = match partition.leader_log() {
+        Ok(found) => found,
+        Err(e) => return response.with_error_code(e.code),
     };
+    // The leader epoch field exists from v4.
+    if version >= 4 {
+        response = response.with_leader_epoch(epoch);
+    }
+    let hw = log.high_watermark();
+    let below_hw = |(offset, ts): (i64, i64)| (offset < hw).then_some((offset, ts));
     match timestamp {
-        LATEST => response.with_offset(log.log_end_offset()),
+        LATEST => response.with_offset(hw),
         EARLIEST | EARLIEST_LOCAL => response.with_offset(log.log_start_offset()),
-        MAX_TIMESTAMP => match log.max_timestamp_offset() {
+        MAX_TIMESTAMP => match log.max_timestamp_offset().and_then(below_hw) {
             Some((offset, ts)) => response.with_offset(offset).with_timestamp(ts),
             None => response,
         },
         t if t >= 0 => match log.offset_for_timestamp(t) {
-            Ok(Some((offset, ts))) => response.with_offset(offset).with_timestamp(ts),
+            Ok(Some(found)) => match below_hw(found) {
+                Some((offset, ts)) => response.with_offset(offset).with_timestamp(ts),
+                None => response,
+            },
             Ok(None) => response,
             Err(e) => response.with_error_code(e.kafka_error_code()),
         },
@@ -53,6 +60,7 @@ pub async fn list_offsets(
     version: i16,
 ) -> ListOffsetsResponse {
     let replicas = ctx.replicas.clone();
+    let me = ctx.config.broker_id;
     let topics = blocking(move || {
         request
             .topics
@@ -62,16 +70,20 @@ pub async fn list_offsets(
                 let partitions = t
                     .partitions
                     .iter()
-                    .map(
-                        |p| match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
-                            Some(partition) => lookup(partition, p.timestamp, version),
-                            None => ListOffsetsPartitionResponse::default()
+                    .map(|p| {
+                        let found = match &topic {
+                            Some(topic) => topic.lookup(p.partition_index, me).map_err(|e| e.code),
+                            None => Err(ResponseError::UnknownTopicOrPartition.code()),
+                        };
+                        match found {
+                            Ok(partition) => lookup(&partition, p.timestamp, version),
+                            Err(code) => ListOffsetsPartitionResponse::default()
                                 .with_partition_index(p.partition_index)
-                                .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                                .with_error_code(code)
                                 .with_timestamp(-1)
                                 .with_offset(-1),
-                        },
-                    )
+                        }
+                    })
                     .collect();
                 ListOffsetsTopicResponse::default()
                     .with_name(t.name)

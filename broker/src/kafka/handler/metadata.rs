@@ -1,4 +1,5 @@
-//! ApiVersions, Metadata (with topic auto-creation) and DescribeCluster.
+//! ApiVersions, Metadata (with topic auto-creation) and DescribeCluster, answered from this
+//! broker's copy of the committed metadata image.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
@@ -11,30 +12,47 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::{blocking, str_bytes};
+use super::str_bytes;
+use crate::controller::{MetadataImage, TopicRecord, NO_LEADER};
 use crate::kafka::api_versions_list;
-use crate::server::replica_manager::TopicState;
 use crate::server::BrokerContext;
 
 pub fn api_versions(_request: ApiVersionsRequest) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_api_keys(api_versions_list())
 }
 
-fn topic_response(ctx: &BrokerContext, topic: &TopicState) -> MetadataResponseTopic {
-    let me = BrokerId(ctx.config.broker_id);
+fn topic_response(image: &MetadataImage, topic: &TopicRecord) -> MetadataResponseTopic {
+    let live = |id: &i32| image.brokers.get(id).is_some_and(|b| !b.fenced);
     MetadataResponseTopic::default()
-        .with_name(Some(TopicName(str_bytes(topic.record.name.clone()))))
-        .with_topic_id(topic.record.topic_id)
-        .with_is_internal(topic.record.name == crate::group::coordinator::OFFSETS_TOPIC)
+        .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
+        .with_topic_id(topic.topic_id)
+        .with_is_internal(topic.name == crate::group::coordinator::OFFSETS_TOPIC)
         .with_partitions(
-            (0..topic.record.partitions)
-                .map(|p| {
+            topic
+                .assignments
+                .iter()
+                .enumerate()
+                .map(|(p, a)| {
+                    let error = if a.leader == NO_LEADER {
+                        ResponseError::LeaderNotAvailable.code()
+                    } else {
+                        0
+                    };
                     MetadataResponsePartition::default()
-                        .with_partition_index(p)
-                        .with_leader_id(me)
-                        .with_leader_epoch(0)
-                        .with_replica_nodes(vec![me])
-                        .with_isr_nodes(vec![me])
+                        .with_partition_index(p as i32)
+                        .with_error_code(error)
+                        .with_leader_id(BrokerId(a.leader))
+                        .with_leader_epoch(a.leader_epoch)
+                        .with_replica_nodes(a.replicas.iter().copied().map(BrokerId).collect())
+                        .with_isr_nodes(a.isr.iter().copied().map(BrokerId).collect())
+                        .with_offline_replicas(
+                            a.replicas
+                                .iter()
+                                .filter(|r| !live(r))
+                                .copied()
+                                .map(BrokerId)
+                                .collect(),
+                        )
                 })
                 .collect(),
         )
@@ -45,6 +63,16 @@ fn error_topic(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataRe
         .with_name(name.map(|n| TopicName(str_bytes(n))))
         .with_topic_id(id)
         .with_error_code(error.code())
+}
+
+/// The brokers clients may connect to: every registered, unfenced one.
+fn live_brokers(image: &MetadataImage) -> Vec<(i32, String, i32, Option<String>)> {
+    image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| (b.id, b.host.clone(), b.port, b.rack.clone()))
+        .collect()
 }
 
 pub async fn metadata(
@@ -61,25 +89,27 @@ pub async fn metadata(
     // Before v4 there is no flag and auto-creation is always allowed by the client.
     let allow_auto_create =
         ctx.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
+    let (_, mut image) = ctx.replicas.image();
     let topics = match requested {
-        None => ctx
-            .replicas
-            .topics()
-            .iter()
-            .map(|t| topic_response(ctx, t))
+        None => image
+            .topics
+            .values()
+            .map(|t| topic_response(&image, t))
             .collect(),
         Some(requested) => {
             let mut out = Vec::with_capacity(requested.len());
             for t in requested {
                 let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else {
-                    out.push(match ctx.replicas.topic_by_id(t.topic_id) {
-                        Some(topic) => topic_response(ctx, &topic),
-                        None => error_topic(None, t.topic_id, ResponseError::UnknownTopicId),
-                    });
+                    out.push(
+                        match image.topics.values().find(|r| r.topic_id == t.topic_id) {
+                            Some(topic) => topic_response(&image, topic),
+                            None => error_topic(None, t.topic_id, ResponseError::UnknownTopicId),
+                        },
+                    );
                     continue;
                 };
-                if let Some(topic) = ctx.replicas.topic(&name) {
-                    out.push(topic_response(ctx, &topic));
+                if let Some(topic) = image.topics.get(&name) {
+                    out.push(topic_response(&image, topic));
                     continue;
                 }
                 if !allow_auto_create {
@@ -90,40 +120,47 @@ pub async fn metadata(
                     ));
                     continue;
                 }
-                let replicas = ctx.replicas.clone();
-                let create_name = name.clone();
-                let created = blocking(move || {
-                    replicas.create_topic(&create_name, -1, -1, Default::default(), false)
-                })
+                let created = super::topics::create_topic(
+                    ctx,
+                    &name,
+                    -1,
+                    -1,
+                    None,
+                    Default::default(),
+                    false,
+                )
                 .await;
-                out.push(match created {
-                    Ok(topic) => topic_response(ctx, &topic),
-                    // Another request created it first.
-                    Err(e) if e.code == ResponseError::TopicAlreadyExists.code() => {
-                        match ctx.replicas.topic(&name) {
-                            Some(topic) => topic_response(ctx, &topic),
-                            None => error_topic(
-                                Some(&name),
-                                Uuid::nil(),
-                                ResponseError::LeaderNotAvailable,
-                            ),
-                        }
-                    }
-                    Err(e) => MetadataResponseTopic::default()
+                // The controller's answer waits until this broker applied the change.
+                image = ctx.replicas.image().1;
+                out.push(match (created, image.topics.get(&name)) {
+                    (_, Some(topic)) => topic_response(&image, topic),
+                    (Err(e), None) => MetadataResponseTopic::default()
                         .with_name(Some(TopicName(str_bytes(name))))
                         .with_error_code(e.code),
+                    (Ok(_), None) => {
+                        error_topic(Some(&name), Uuid::nil(), ResponseError::LeaderNotAvailable)
+                    }
                 });
             }
             out
         }
     };
+    let controller = ctx.controller.active_controller().unwrap_or(-1);
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(ctx.config.broker_id))
-            .with_host(str_bytes(ctx.advertised_host.clone()))
-            .with_port(ctx.advertised_port)])
-        .with_cluster_id(Some(str_bytes(ctx.replicas.cluster_id())))
-        .with_controller_id(BrokerId(ctx.config.broker_id))
+        .with_brokers(
+            live_brokers(&image)
+                .into_iter()
+                .map(|(id, host, port, rack)| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(str_bytes(host))
+                        .with_port(port)
+                        .with_rack(rack.map(str_bytes))
+                })
+                .collect(),
+        )
+        .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
 }
 
@@ -131,14 +168,24 @@ pub fn describe_cluster(
     ctx: &BrokerContext,
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
+    let (_, image) = ctx.replicas.image();
+    let controller = ctx.controller.active_controller().unwrap_or(-1);
     // Endpoint type 1 is brokers; 2 (controllers, KIP-919) is answered the same way since
-    // this broker is its own controller.
+    // the controllers are brokers too.
     DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
-        .with_cluster_id(str_bytes(ctx.replicas.cluster_id()))
-        .with_controller_id(BrokerId(ctx.config.broker_id))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(ctx.config.broker_id))
-            .with_host(str_bytes(ctx.advertised_host.clone()))
-            .with_port(ctx.advertised_port)])
+        .with_cluster_id(str_bytes(image.cluster_id.clone()))
+        .with_controller_id(BrokerId(controller))
+        .with_brokers(
+            live_brokers(&image)
+                .into_iter()
+                .map(|(id, host, port, rack)| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(id))
+                        .with_host(str_bytes(host))
+                        .with_port(port)
+                        .with_rack(rack.map(str_bytes))
+                })
+                .collect(),
+        )
 }

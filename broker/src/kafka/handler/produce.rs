@@ -1,6 +1,12 @@
-//! Produce: validate each partition's record batches, append them to the leader's log, and
-//! answer according to `acks` (0: no response, 1 and -1: after the append; on a single
-//! broker the high watermark moves with the append, so acks=all waits for nothing more).
+//! Produce: append each partition's record batches on its leader and answer according to
+//! `acks`: 0 gets no response, 1 is answered after the leader's append, and -1 (all) once
+//! the high watermark covers the batch, i.e. every in-sync replica holds it.
+//!
+//! ```text
+//! resolve (leader here?) ─> append (blocking pool) ─> acks=all: wait for the HW ─> respond
+//!        │ no: NOT_LEADER_OR_FOLLOWER                   │ leadership lost: NOT_LEADER_OR_FOLLOWER
+//!        │ ISR < min.insync.replicas: NOT_ENOUGH_REPLICAS  timeout: REQUEST_TIMED_OUT
+//! ```
 //!
 //! Idempotent producers: a retried batch the log already holds is answered with error code 0
 //! and the offset the original got (the log appends nothing); a sequence gap or a fenced
@@ -8,19 +14,21 @@
 //! through `Error::kafka_error_code` like every other log error.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
+use tokio::time::Instant;
 
 use super::{blocking, str_bytes};
-use crate::controller::topic_config;
-use crate::server::replica_manager::{now_ms, Partition};
+use crate::log::AppendInfo;
+use crate::server::replica_manager::{min_insync_replicas, now_ms, ApiError, Partition};
 use crate::server::BrokerContext;
 
 /// Where one partition's answer comes from.
 enum Slot {
-    Error(i16, String),
+    Error(ApiError),
     Append(usize),
 }
 
@@ -31,8 +39,9 @@ pub async fn produce(
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
-    // Work to run on the blocking pool: (partition, records).
-    let mut appends: Vec<(Arc<Partition>, bytes::Bytes)> = Vec::new();
+    let me = ctx.config.broker_id;
+    // Work to run on the blocking pool: (partition, records, min ISR).
+    let mut appends: Vec<(Arc<Partition>, bytes::Bytes, usize)> = Vec::new();
     let mut layout: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Slot)>)> = Vec::new();
     for topic_data in request.topic_data {
         let name = topic_data.name.0.to_string();
@@ -40,64 +49,59 @@ pub async fn produce(
         let mut slots = Vec::with_capacity(topic_data.partition_data.len());
         for p in topic_data.partition_data {
             let slot = if !valid_acks {
-                Slot::Error(
-                    ResponseError::InvalidRequiredAcks.code(),
+                Slot::Error(ApiError::new(
+                    ResponseError::InvalidRequiredAcks,
                     format!("acks must be -1, 0 or 1, not {acks}"),
-                )
-            } else if let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.index)) {
-                let min_isr = topic
-                    .as_ref()
-                    .map(|t| topic_config::min_insync_replicas(&t.record.configs))
-                    .unwrap_or(1);
-                if acks == -1 && min_isr > 1 {
-                    Slot::Error(
-                        ResponseError::NotEnoughReplicas.code(),
-                        format!("min.insync.replicas={min_isr} but the in-sync replica set has 1 member"),
-                    )
-                } else {
-                    match p.records {
-                        Some(records) if !records.is_empty() => {
-                            appends.push((partition.clone(), records));
-                            Slot::Append(appends.len() - 1)
-                        }
-                        // Kafka's ProduceRequest.validateRecords: at least one batch.
-                        _ => Slot::Error(
-                            ResponseError::InvalidRecord.code(),
-                            "the request carries no record batch".into(),
-                        ),
-                    }
-                }
+                ))
             } else {
-                Slot::Error(
-                    ResponseError::UnknownTopicOrPartition.code(),
-                    format!("this server does not host {name}-{}", p.index),
-                )
+                match &topic {
+                    None => Slot::Error(ApiError::new(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("topic {name:?} does not exist"),
+                    )),
+                    Some(topic) => match topic.lookup(p.index, me) {
+                        Err(e) => Slot::Error(e),
+                        Ok(partition) => match p.records {
+                            Some(records) if !records.is_empty() => {
+                                let min_isr = min_insync_replicas(&ctx.config, topic);
+                                appends.push((partition, records, min_isr));
+                                Slot::Append(appends.len() - 1)
+                            }
+                            // Kafka's ProduceRequest.validateRecords: at least one batch.
+                            _ => Slot::Error(ApiError::new(
+                                ResponseError::InvalidRecord,
+                                "the request carries no record batch",
+                            )),
+                        },
+                    },
+                }
             };
             slots.push((p.index, slot));
         }
         layout.push((topic_data.name, slots));
     }
 
-    let results = if appends.is_empty() {
+    let partitions: Vec<(Arc<Partition>, usize)> = appends
+        .iter()
+        .map(|(p, _, min_isr)| (p.clone(), *min_isr))
+        .collect();
+    let mut results: Vec<Result<(AppendInfo, i32), ApiError>> = if appends.is_empty() {
         Vec::new()
     } else {
         let results = blocking(move || {
             let now = now_ms();
             appends
                 .into_iter()
-                .map(|(partition, records)| {
-                    let Some(mut log) = partition.log() else {
-                        let e = partition.deleted_error();
-                        return Err((e.code, e.message));
-                    };
+                .map(|(partition, records, min_isr)| {
                     let mut records = records.to_vec();
-                    log.append_as_leader(&mut records, now).map_err(|e| {
-                        tracing::debug!(
-                            topic = %partition.topic, partition = partition.index, error = %e,
-                            "produce rejected"
-                        );
-                        (e.kafka_error_code(), e.to_string())
-                    })
+                    partition
+                        .append_as_leader(&mut records, now, acks == -1, min_isr)
+                        .inspect_err(|e| {
+                            tracing::debug!(
+                                topic = %partition.topic, partition = partition.index,
+                                error = %e.message, "produce rejected"
+                            );
+                        })
                 })
                 .collect::<Vec<_>>()
         })
@@ -107,6 +111,18 @@ pub async fn produce(
     };
     if acks == 0 {
         return None;
+    }
+    if acks == -1 {
+        let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
+        for ((partition, min_isr), result) in partitions.iter().zip(results.iter_mut()) {
+            if let Ok((info, epoch)) = result {
+                if let Err(e) =
+                    wait_replicated(partition, info.last_offset, *epoch, *min_isr, deadline).await
+                {
+                    *result = Err(e);
+                }
+            }
+        }
     }
 
     let responses = layout
@@ -118,20 +134,22 @@ pub async fn produce(
                     let response = PartitionProduceResponse::default()
                         .with_index(index)
                         .with_log_append_time_ms(-1);
-                    match slot {
-                        Slot::Error(code, message) => response
-                            .with_error_code(code)
+                    let error = |e: &ApiError| {
+                        PartitionProduceResponse::default()
+                            .with_index(index)
+                            .with_log_append_time_ms(-1)
+                            .with_error_code(e.code)
                             .with_base_offset(-1)
-                            .with_error_message(Some(str_bytes(message))),
+                            .with_error_message(Some(str_bytes(e.message.clone())))
+                    };
+                    match slot {
+                        Slot::Error(e) => error(&e),
                         Slot::Append(i) => match &results[i] {
                             // A duplicate carries the original offsets: success, as Kafka.
-                            Ok(info) => response
+                            Ok((info, _)) => response
                                 .with_base_offset(info.base_offset)
                                 .with_log_start_offset(info.log_start_offset),
-                            Err((code, message)) => response
-                                .with_error_code(*code)
-                                .with_base_offset(-1)
-                                .with_error_message(Some(str_bytes(message.clone()))),
+                            Err(e) => error(e),
                         },
                     }
                 })
@@ -142,4 +160,58 @@ pub async fn produce(
         })
         .collect();
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// acks=all: waits until the high watermark passes `last_offset`, while this broker still
+/// leads the partition in `epoch`.
+async fn wait_replicated(
+    partition: &Partition,
+    last_offset: i64,
+    epoch: i32,
+    min_isr: usize,
+    deadline: Instant,
+) -> Result<(), ApiError> {
+    let mut hw = partition.subscribe_hw();
+    loop {
+        hw.borrow_and_update();
+        if partition.leader_epoch_if_leader() != Some(epoch) {
+            return Err(ApiError::new(
+                ResponseError::NotLeaderOrFollower,
+                format!(
+                    "leadership of {}-{} moved before the batch at {last_offset} was replicated",
+                    partition.topic, partition.index
+                ),
+            ));
+        }
+        if partition.high_watermark() > last_offset {
+            // Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND: the write is in, but the ISR shrank
+            // below the minimum while it was replicated.
+            return match partition.isr_len() {
+                Some(n) if n < min_isr => Err(ApiError::new(
+                    ResponseError::NotEnoughReplicasAfterAppend,
+                    format!(
+                        "{}-{}: the in-sync replica set shrank to {n}, below min.insync.replicas={min_isr}",
+                        partition.topic, partition.index
+                    ),
+                )),
+                _ => Ok(()),
+            };
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(ApiError::new(
+                    ResponseError::RequestTimedOut,
+                    format!(
+                        "{}-{}: the batch at {last_offset} was not replicated to the in-sync replicas in time",
+                        partition.topic, partition.index
+                    ),
+                ));
+            }
+            changed = hw.changed() => {
+                if changed.is_err() {
+                    return Err(partition.deleted_error());
+                }
+            }
+        }
+    }
 }

@@ -77,7 +77,13 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // openraft reports every failed call to a stopped voter, several times a
+                // second; the broker logs the fencing that follows instead.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(
+                        "info,openraft=warn,openraft::replication=off,openraft::engine=error",
+                    )
+                }),
         )
         .init();
 

@@ -218,6 +218,13 @@ fn kill_during_load(cluster: &mut TestCluster, victim: i32, old_leader: i32) {
         assert_ne!(leader, victim, "the killed broker still leads");
     }
     assert_acked_exactly_once(&cluster.running_bootstrap(), TOPIC, &deliveries);
+    // The cluster heals: the killed broker comes back into the ISR.
+    cluster.restart(victim);
+    wait_for(
+        FAILOVER_TIMEOUT,
+        "the restarted broker back in the ISR",
+        || cluster.isr_of(TOPIC, 0) == vec![0, 1, 2],
+    );
 }
 
 #[test]

@@ -79,11 +79,13 @@ impl Properties {
         Ok(props)
     }
 
-    /// Adds every `TRIBUTARY_*` variable from `vars` (pass `std::env::vars()` from `main`).
+    /// Adds every `TRIBUTARY_*` variable from `vars` (pass `std::env::vars()` from `main`),
+    /// except `TRIBUTARY_LOG`, the log filter.
     pub fn merge_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
         for (name, value) in vars {
             if let Some(key) = name.strip_prefix(ENV_PREFIX) {
-                if key.is_empty() {
+                // TRIBUTARY_LOG is the log filter (read in main), not a setting.
+                if key.is_empty() || key == "LOG" {
                     continue;
                 }
                 self.set(&key.to_ascii_lowercase().replace('_', "."), &value);

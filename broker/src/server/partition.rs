@@ -494,6 +494,15 @@ impl Partition {
                 }
                 _ => {
                     let epoch_start_offset = log.log_end_offset();
+                    // The new epoch starts at our log end (Kafka's leaderEpochStartOffset): a
+                    // follower asking for an older epoch's end learns where it diverges even
+                    // before anything is appended in this one.
+                    if let Err(e) = log.assign_epoch(leader_epoch, epoch_start_offset) {
+                        tracing::error!(
+                            topic = %self.topic, partition = self.index, error = %e,
+                            "cannot record the new leader epoch"
+                        );
+                    }
                     let followers = replicas
                         .iter()
                         .filter(|r| **r != self.broker_id)
@@ -597,7 +606,18 @@ impl Partition {
         };
         let appended = !records.is_empty();
         if appended {
-            log.append_as_follower(records).map_err(storage)?;
+            // After DeleteRecords in the middle of a batch, the leader's first batch starts
+            // below its log start: an empty follower restarts its log at that batch.
+            if log.log_end_offset() == log.log_start_offset() {
+                if let Ok(header) = crate::log::BatchHeader::parse(records) {
+                    if header.base_offset < log.log_end_offset() {
+                        log.truncate_fully_and_start_at(header.base_offset)
+                            .map_err(storage)?;
+                    }
+                }
+            }
+            // Offsets may skip forward (a compacted leader has holes), never back.
+            log.append_as_follower_with_gaps(records).map_err(storage)?;
         }
         if leader_log_start > log.log_start_offset() && leader_log_start <= log.log_end_offset() {
             log.delete_records_before(leader_log_start)
@@ -720,5 +740,82 @@ fn check_epoch(requested: i32, current: i32) -> Result<(), ApiError> {
             ResponseError::UnknownLeaderEpoch,
             format!("leader epoch {requested} is newer than the current {current}"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{build_batch, LogConfig};
+
+    fn partition(dir: &std::path::Path, me: i32) -> Partition {
+        let log = Log::open(&dir.join("t-0"), LogConfig::default(), 0).unwrap();
+        Partition::new("t", 0, Uuid::new_v4(), me, log)
+    }
+
+    fn append(p: &Partition, n: usize) -> AppendInfo {
+        let values: Vec<Vec<u8>> = (0..n).map(|i| i.to_string().into_bytes()).collect();
+        let kvs: Vec<_> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
+        let mut batch = build_batch(0, 0, &kvs);
+        p.append_as_leader(&mut batch, 0, false, 1).unwrap().0
+    }
+
+    #[test]
+    fn a_caught_up_follower_outside_the_isr_is_proposed_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), 1);
+        assert!(p.apply_record(1, 1, 0, &[0, 1, 2], &[1, 2], 0));
+        append(&p, 10);
+        // Broker 2 is in the ISR: its fetch at the log end moves the HW.
+        let r = p.fetch_for_follower(2, 1, 1, 1, 1 << 20, 0);
+        assert_eq!(r.error, 0, "{}", r.message);
+        assert_eq!(p.high_watermark(), 1);
+        let r = p.fetch_for_follower(2, 10, 1, 1, 1 << 20, 0);
+        assert_eq!(r.error, 0, "{}", r.message);
+        assert_eq!(r.high_watermark, 10);
+        assert_eq!(p.high_watermark(), 10);
+        assert!(r.expand_isr.is_none());
+        // Broker 0 is not: once it reaches the HW it is proposed, once.
+        let r = p.fetch_for_follower(0, 5, 1, 1, 1 << 20, 0);
+        assert!(r.expand_isr.is_none());
+        let r = p.fetch_for_follower(0, 10, 1, 1, 1 << 20, 0);
+        assert_eq!(
+            r.expand_isr.as_ref().map(|c| c.new_isr.clone()),
+            Some(vec![0, 1, 2]),
+            "{r:?}"
+        );
+        let r = p.fetch_for_follower(0, 10, 1, 1, 1 << 20, 0);
+        assert!(r.expand_isr.is_none(), "proposed twice");
+    }
+
+    #[test]
+    fn acks_all_is_refused_below_min_isr_and_the_hw_waits_for_the_isr() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), 0);
+        p.apply_record(0, 3, 0, &[0, 1], &[0], 0);
+        let mut batch = build_batch(0, 0, &[(None, Some(b"v"))]);
+        let e = p.append_as_leader(&mut batch, 0, true, 2).unwrap_err();
+        assert_eq!(e.code, ResponseError::NotEnoughReplicas.code());
+        p.apply_record(0, 3, 1, &[0, 1], &[0, 1], 0);
+        let (info, epoch) = p.append_as_leader(&mut batch, 0, true, 2).unwrap();
+        assert_eq!((info.base_offset, epoch), (0, 3));
+        assert_eq!(p.high_watermark(), 0, "the follower has not fetched yet");
+        p.fetch_for_follower(1, 1, 3, 3, 1 << 20, 0);
+        assert_eq!(p.high_watermark(), 1);
+    }
+
+    #[test]
+    fn a_follower_with_a_divergent_tail_is_told_where_to_truncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), 1);
+        p.apply_record(1, 0, 0, &[0, 1], &[0, 1], 0);
+        append(&p, 5);
+        // A new leadership (epoch 2) starts at offset 5.
+        p.apply_record(1, 2, 1, &[0, 1], &[1], 0);
+        append(&p, 3);
+        // The old leader has epoch 0 up to offset 9: it diverges after offset 5.
+        let r = p.fetch_for_follower(0, 9, 2, 0, 1 << 20, 0);
+        assert_eq!(r.diverging, Some((0, 5)));
+        assert!(r.records.is_empty());
     }
 }

@@ -247,8 +247,7 @@ impl Fetchers {
 
     /// Points the fetchers at what this broker follows now: `(partition, leader, epoch)`.
     pub fn update(&self, following: &[(Arc<Partition>, i32, i32)], image: &MetadataImage) {
-        let mut wanted: HashMap<i32, Targets> =
-            HashMap::new();
+        let mut wanted: HashMap<i32, Targets> = HashMap::new();
         for (partition, leader, epoch) in following {
             wanted.entry(*leader).or_default().insert(
                 (partition.topic.clone(), partition.index),

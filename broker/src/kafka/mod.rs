@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -215,6 +215,10 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
 
 /// Serves one client connection until it closes, misbehaves, or `shutdown` fires. A
 /// request already being handled when `shutdown` fires is finished and answered.
+/// How long a connection may stay quiet after the broker began to stop before it is
+/// closed (see [`serve_connection`]).
+const QUIET_CLOSE_MS: u64 = 250;
+
 pub async fn serve_connection(
     stream: TcpStream,
     ctx: Arc<BrokerContext>,
@@ -227,17 +231,45 @@ pub async fn serve_connection(
     let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
     let max = ctx.config.socket_request_max_bytes;
     let idle = std::time::Duration::from_millis(ctx.config.connections_max_idle_ms);
+    // Once the broker stops, a connection is closed when it has been quiet this long, not
+    // at once: clients told NOT_LEADER_OR_FOLLOWER during the controlled shutdown move to
+    // the new leaders and stop sending here, and closing an idle connection costs them no
+    // failed request (closing one with a fetch in flight would surface as an error).
+    let quiet = std::time::Duration::from_millis(QUIET_CLOSE_MS);
+    let mut draining = false;
     loop {
-        let frame = tokio::select! {
+        // Wait for the next request's first bytes without consuming anything (`fill_buf`
+        // is cancel-safe), so a stop signal never cuts a frame in half.
+        let wait = if draining { quiet } else { idle };
+        let ready = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
-            frame = tokio::time::timeout(idle, read_frame(&mut reader, max)) => match frame {
-                Ok(frame) => frame?,
-                Err(_) => {
-                    tracing::debug!(?peer, ?idle, "closing idle connection");
-                    break;
-                }
-            },
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                continue;
+            }
+            ready = tokio::time::timeout(wait, reader.fill_buf()) => {
+                ready.map(|r| r.map(|buf| buf.is_empty()))
+            }
+        };
+        match ready {
+            Err(_) if draining => {
+                tracing::debug!(?peer, "closing a quiet connection at shutdown");
+                break;
+            }
+            Err(_) => {
+                tracing::debug!(?peer, ?idle, "closing idle connection");
+                break;
+            }
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(true)) => break, // the client closed the connection
+            Ok(Ok(false)) => {}
+        }
+        let frame = match tokio::time::timeout(idle, read_frame(&mut reader, max)).await {
+            Ok(frame) => frame?,
+            Err(_) => {
+                tracing::debug!(?peer, ?idle, "closing a connection stalled mid-request");
+                break;
+            }
         };
         let frame = match frame {
             Ok(Some(frame)) => frame,

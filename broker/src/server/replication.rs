@@ -101,15 +101,17 @@ fn fetched_error(p: &FetchPartition, code: i16, message: String) -> FetchedParti
     }
 }
 
-/// One pass over the requested partitions on the blocking pool.
+/// One pass over the requested partitions on the blocking pool. ISR expansions are proposed
+/// from here, not by the caller: the request may be dropped (the follower gave up on it),
+/// and a partition marked as having a proposal in flight must always get one.
 fn leader_pass(
     replicas: &ReplicaManager,
     request: &ReplicaFetchRequest,
-) -> (Vec<FetchedPartition>, Vec<(Arc<Partition>, IsrChange)>) {
+    submit: &SubmitFn,
+) -> Vec<FetchedPartition> {
     let now = now_ms();
     let mut budget = request.max_bytes.max(1) as usize;
     let mut out = Vec::with_capacity(request.partitions.len());
-    let mut expansions = Vec::new();
     for p in &request.partitions {
         let partition = match replicas
             .topic(&p.topic)
@@ -140,7 +142,7 @@ fn leader_pass(
         );
         budget = budget.saturating_sub(result.records.len());
         if let Some(change) = result.expand_isr {
-            expansions.push((partition.clone(), change));
+            propose_isr_change(submit, partition.clone(), change);
         }
         out.push(FetchedPartition {
             topic: p.topic.clone(),
@@ -156,7 +158,7 @@ fn leader_pass(
                 .map(|(epoch, end_offset)| EpochEndOffset { epoch, end_offset }),
         });
     }
-    (out, expansions)
+    out
 }
 
 #[tonic::async_trait]
@@ -175,13 +177,11 @@ impl Replica for ReplicaService {
             appended.borrow_and_update();
             let replicas = self.replicas.clone();
             let pass_request = request.clone();
-            let (partitions, expansions) =
-                tokio::task::spawn_blocking(move || leader_pass(&replicas, &pass_request))
+            let submit = self.submit.clone();
+            let partitions =
+                tokio::task::spawn_blocking(move || leader_pass(&replicas, &pass_request, &submit))
                     .await
                     .map_err(|e| tonic::Status::internal(format!("fetch pass failed: {e}")))?;
-            for (partition, change) in expansions {
-                propose_isr_change(&self.submit, partition, change);
-            }
             let bytes: usize = partitions.iter().map(|p| p.records.len()).sum();
             let notable = partitions
                 .iter()
@@ -364,10 +364,19 @@ async fn run_fetcher(
             },
         };
         let timeout = Duration::from_millis(u64::from(config.max_wait_ms)) + Duration::from_secs(5);
+        tracing::trace!(
+            leader,
+            partitions = request.partitions.len(),
+            first = ?request.partitions.iter().filter(|p| !p.topic.starts_with("__")).map(|p| (&p.topic, p.partition, p.fetch_offset, p.current_leader_epoch, p.last_fetched_epoch)).collect::<Vec<_>>(),
+            "fetch sent"
+        );
         let response = tokio::select! {
             _ = cancel.cancelled() => break,
             // A new work list (leader change, partition added) restarts the fetch.
-            _ = wake.notified() => continue,
+            _ = wake.notified() => {
+                tracing::trace!(leader, "fetch restarted for a new work list");
+                continue;
+            }
             r = tokio::time::timeout(timeout, c.fetch(request)) => r,
         };
         let response = match response {
@@ -386,6 +395,14 @@ async fn run_fetcher(
                 continue;
             }
         };
+        tracing::trace!(
+            leader,
+            partitions = response.partitions.len(),
+            bytes = response.partitions.iter().map(|p| p.records.len()).sum::<usize>(),
+            errors = response.partitions.iter().filter(|p| p.error_code != 0).count(),
+            diverging = response.partitions.iter().filter(|p| p.diverging_epoch.is_some()).count(),
+            "fetch response"
+        );
         let by_key = current;
         let results = tokio::task::spawn_blocking(move || {
             let mut progressed = false;

@@ -214,8 +214,13 @@ pub struct ConfigEntry {
     pub broker_key: &'static str,
 }
 
-/// Every topic config with its effective value, in name order.
-pub fn describe(defaults: &LogConfig, configs: &TopicConfigs) -> Vec<ConfigEntry> {
+/// Every topic config with its effective value, in name order; `min_insync_replicas` is
+/// the broker's default for that key.
+pub fn describe(
+    defaults: &LogConfig,
+    min_insync_replicas: i32,
+    configs: &TopicConfigs,
+) -> Vec<ConfigEntry> {
     let never = |v: u64| {
         if v == u64::MAX {
             i64::MAX.to_string()
@@ -233,7 +238,7 @@ pub fn describe(defaults: &LogConfig, configs: &TopicConfigs) -> Vec<ConfigEntry
                 "index.interval.bytes" => defaults.index_interval_bytes.to_string(),
                 "max.message.bytes" => defaults.max_message_bytes.to_string(),
                 "message.timestamp.type" => "CreateTime".to_string(),
-                "min.insync.replicas" => "1".to_string(),
+                "min.insync.replicas" => min_insync_replicas.to_string(),
                 "retention.bytes" => defaults.retention_bytes.to_string(),
                 "retention.ms" => defaults.retention_ms.to_string(),
                 "segment.bytes" => defaults.segment_bytes.to_string(),
@@ -311,7 +316,7 @@ mod tests {
         assert_eq!(c.retention_ms, 1000);
         assert_eq!(c.segment_bytes, 4096);
         assert_eq!(c.retention_bytes, defaults.retention_bytes);
-        let rows = describe(&defaults, &configs);
+        let rows = describe(&defaults, 1, &configs);
         let retention = rows.iter().find(|r| r.name == "retention.ms").unwrap();
         assert!(retention.is_override);
         assert_eq!(retention.value, "1000");

@@ -135,18 +135,22 @@ pub fn describe_configs(
             match r.resource_type {
                 RESOURCE_TOPIC => match ctx.replicas.topic(r.resource_name.as_str()) {
                     Some(topic) => result.with_configs(
-                        topic_config::describe(&ctx.config.log, &topic.record.configs)
-                            .into_iter()
-                            .filter(|e| wanted(&r.configuration_keys, e.name))
-                            .map(|e| {
-                                let source = if e.is_override {
-                                    SOURCE_DYNAMIC_TOPIC
-                                } else {
-                                    SOURCE_DEFAULT
-                                };
-                                entry(e.name, e.value, source, false)
-                            })
-                            .collect(),
+                        topic_config::describe(
+                            &ctx.config.log,
+                            ctx.config.min_insync_replicas,
+                            &topic.record.configs,
+                        )
+                        .into_iter()
+                        .filter(|e| wanted(&r.configuration_keys, e.name))
+                        .map(|e| {
+                            let source = if e.is_override {
+                                SOURCE_DYNAMIC_TOPIC
+                            } else {
+                                SOURCE_DEFAULT
+                            };
+                            entry(e.name, e.value, source, false)
+                        })
+                        .collect(),
                     ),
                     None => {
                         let e = unknown_topic(r.resource_name.as_str());
@@ -316,7 +320,7 @@ pub async fn incremental_alter_configs(
                                         )));
                                     }
                                     let current = configs.get(&name).cloned().unwrap_or_else(|| {
-                                        topic_config::describe(&defaults, &TopicConfigs::new())
+                                        topic_config::describe(&defaults, 1, &TopicConfigs::new())
                                             .into_iter()
                                             .find(|e| e.name == name)
                                             .map(|e| e.value)

@@ -144,7 +144,7 @@ pub async fn create_topics(
                     .with_replication_factor(replication_factor);
                 if version >= 5 {
                     result = result.with_configs(Some(
-                        topic_config::describe(&defaults, &configs)
+                        topic_config::describe(&defaults, ctx.config.min_insync_replicas, &configs)
                             .into_iter()
                             .map(|e| {
                                 CreatableTopicConfigs::default()

@@ -499,3 +499,63 @@ fn assert_same_log(cluster: &mut TestCluster, a: i32, b: i32) -> Vec<Vec<u8>> {
     );
     logs.remove(0)
 }
+
+#[test]
+fn topics_describe_asks_each_partition_leader_for_its_offsets() {
+    let mut cluster = TestCluster::start(3, &[]);
+    let bootstrap = cluster.bootstrap();
+    let admin = admin_client(&bootstrap);
+    let topic = NewTopic::new("spread", 3, TopicReplication::Fixed(3));
+    let results = block_on(admin.create_topics([&topic], &admin_options())).unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    for p in 0..3 {
+        wait_for(FAILOVER_TIMEOUT, "a leader for every partition", || {
+            cluster.leader_of("spread", p).is_some()
+        });
+    }
+    // 1, 2 and 3 messages in partitions 0, 1 and 2; the leaders are spread over the brokers.
+    let producer = producer(&bootstrap, &[("acks", "all")]);
+    for p in 0..3 {
+        for i in 0..=p {
+            send(
+                &producer,
+                BaseRecord::with_opaque_to("spread", i as usize)
+                    .partition(p)
+                    .payload(b"x".as_slice()),
+            );
+        }
+    }
+    let deliveries = common::flush_deliveries(&producer, 6);
+    assert!(
+        deliveries.iter().all(|d| d.error.is_none()),
+        "{deliveries:?}"
+    );
+    let leaders: HashSet<i32> = (0..3)
+        .filter_map(|p| cluster.leader_of("spread", p))
+        .collect();
+    assert!(
+        leaders.len() > 1,
+        "placement put every leader on one broker: {leaders:?}"
+    );
+
+    // Asked through broker 0 only, the CLI still shows every partition's log end offset.
+    let addr = cluster.addr(0).to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["topics", "describe", "spread", "--bootstrap-server", &addr])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (p, end) in [(0, 1), (1, 2), (2, 3)] {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&p.to_string()))
+            .unwrap_or_else(|| panic!("no row for partition {p}:\n{stdout}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols.last(), Some(&end.to_string().as_str()), "{stdout}");
+    }
+}

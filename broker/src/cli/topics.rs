@@ -362,7 +362,50 @@ pub(crate) fn metadata(client: &mut AdminClient, topic: Option<&str>) -> Result<
 }
 
 /// The offset at `timestamp` (-2 earliest, -1 latest) of each of `partitions`, in order.
+/// ListOffsets for `partitions` of `topic`, each asked of its leader (only a partition's
+/// leader answers ListOffsets in a cluster), in the order of `partitions`.
 pub(crate) fn list_offsets(
+    client: &mut AdminClient,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+) -> Result<Vec<i64>> {
+    let response = metadata(client, Some(topic))?;
+    let brokers: std::collections::HashMap<i32, String> = response
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+        .collect();
+    let leaders: std::collections::HashMap<i32, i32> = response
+        .topics
+        .iter()
+        .filter(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+        .flat_map(|t| &t.partitions)
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .collect();
+    let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+    for &p in partitions {
+        let leader = leaders.get(&p).copied().unwrap_or(-1);
+        by_leader.entry(leader).or_default().push(p);
+    }
+    let mut offsets = std::collections::HashMap::new();
+    for (leader, ps) in by_leader {
+        let found = match brokers.get(&leader) {
+            Some(addr) => {
+                let mut leader_client = AdminClient::connect(addr)?;
+                list_offsets_from(&mut leader_client, topic, &ps, timestamp)?
+            }
+            // No leader known (or the topic is unknown): ask the bootstrap broker, which
+            // answers with the error code the user should see.
+            None => list_offsets_from(client, topic, &ps, timestamp)?,
+        };
+        offsets.extend(ps.into_iter().zip(found));
+    }
+    Ok(partitions.iter().map(|p| offsets[p]).collect())
+}
+
+/// ListOffsets of `partitions` from the broker `client` is connected to.
+fn list_offsets_from(
     client: &mut AdminClient,
     topic: &str,
     partitions: &[i32],

@@ -364,12 +364,7 @@ async fn run_fetcher(
             },
         };
         let timeout = Duration::from_millis(u64::from(config.max_wait_ms)) + Duration::from_secs(5);
-        tracing::trace!(
-            leader,
-            partitions = request.partitions.len(),
-            first = ?request.partitions.iter().filter(|p| !p.topic.starts_with("__")).map(|p| (&p.topic, p.partition, p.fetch_offset, p.current_leader_epoch, p.last_fetched_epoch)).collect::<Vec<_>>(),
-            "fetch sent"
-        );
+        tracing::trace!(leader, partitions = request.partitions.len(), "fetch sent");
         let response = tokio::select! {
             _ = cancel.cancelled() => break,
             // A new work list (leader change, partition added) restarts the fetch.
@@ -398,9 +393,21 @@ async fn run_fetcher(
         tracing::trace!(
             leader,
             partitions = response.partitions.len(),
-            bytes = response.partitions.iter().map(|p| p.records.len()).sum::<usize>(),
-            errors = response.partitions.iter().filter(|p| p.error_code != 0).count(),
-            diverging = response.partitions.iter().filter(|p| p.diverging_epoch.is_some()).count(),
+            bytes = response
+                .partitions
+                .iter()
+                .map(|p| p.records.len())
+                .sum::<usize>(),
+            errors = response
+                .partitions
+                .iter()
+                .filter(|p| p.error_code != 0)
+                .count(),
+            diverging = response
+                .partitions
+                .iter()
+                .filter(|p| p.diverging_epoch.is_some())
+                .count(),
             "fetch response"
         );
         let by_key = current;

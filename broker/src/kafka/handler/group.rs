@@ -1,6 +1,14 @@
 //! Consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 //! OffsetCommit, OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, DeleteGroups. They
 //! translate between the wire messages and [`crate::group::coordinator::GroupCoordinator`].
+//!
+//! ```text
+//! FindCoordinator ──> leader of the group's __consumer_offsets partition (created on first use)
+//!                     └─ this broker? wait (bounded) until its groups are loaded
+//! group API ──> GroupCoordinator: NOT_COORDINATOR (16) / COORDINATOR_LOAD_IN_PROGRESS (14)
+//!               when this broker does not (yet) coordinate the group; writes answered once
+//!               replicated, or NOT_COORDINATOR / REQUEST_TIMED_OUT
+//! ```
 
 use bytes::Bytes;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
@@ -28,9 +36,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{blocking, str_bytes};
+use super::str_bytes;
 use crate::controller::{prepare, Command, TopicConfigs};
-use crate::group::coordinator::{partition_for, CommittedOffset, OFFSETS_TOPIC};
+use crate::group::coordinator::{partition_for, CommittedOffset, LOAD_WAIT, OFFSETS_TOPIC};
 use crate::group::membership::error_code::COORDINATOR_NOT_AVAILABLE;
 use crate::group::membership::{self, GroupState, MemberIdentity, Protocol};
 use crate::server::BrokerContext;
@@ -97,15 +105,32 @@ async fn ensure_offsets_topic(ctx: &BrokerContext) -> Result<(), (i16, String)> 
         Ok(_) => unreachable!("prepare::create_topic prepares a CreateTopic"),
         Err(e) => return Err((COORDINATOR_NOT_AVAILABLE, e.message)),
     };
+    let mut applied = ctx.replicas.subscribe_appends();
     match ctx.submit(command).await {
-        Ok(_) => {
-            tracing::info!(replication_factor, "created {OFFSETS_TOPIC}");
-            Ok(())
-        }
+        Ok(_) => tracing::info!(replication_factor, "created {OFFSETS_TOPIC}"),
         // Created concurrently through another broker.
-        Err(_) if ctx.replicas.topic(OFFSETS_TOPIC).is_some() => Ok(()),
-        Err(e) => Err((COORDINATOR_NOT_AVAILABLE, e.message)),
+        Err(_) if ctx.replicas.topic(OFFSETS_TOPIC).is_some() => return Ok(()),
+        Err(e) => return Err((COORDINATOR_NOT_AVAILABLE, e.message)),
     }
+    // Committed is not yet applied here: the partitions open on the image follower's
+    // task (50 logs by default), and until then this broker knows no leader to name.
+    let deadline = tokio::time::Instant::now() + ctx.controller_timeout();
+    while ctx.replicas.topic(OFFSETS_TOPIC).is_none() {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err((
+                    COORDINATOR_NOT_AVAILABLE,
+                    format!("{OFFSETS_TOPIC} was created but is not open on this broker yet"),
+                ));
+            }
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The broker leading the group's partition of `__consumer_offsets`: its coordinator.
@@ -132,6 +157,18 @@ fn coordinator_of(ctx: &BrokerContext, key: &str) -> Result<(i32, String, i32), 
     }
 }
 
+/// JoinGroup and OffsetCommit create `__consumer_offsets` too when it does not exist yet,
+/// for clients that skip FindCoordinator on a single broker; if that makes this broker the
+/// group's coordinator, the coordinator waits for the load as usual. Errors surface as the
+/// request's own NOT_COORDINATOR.
+async fn first_write_of_a_group(ctx: &BrokerContext) {
+    if ctx.replicas.topic(OFFSETS_TOPIC).is_none() {
+        if let Err((_, message)) = ensure_offsets_topic(ctx).await {
+            tracing::debug!(%message, "cannot create {OFFSETS_TOPIC} for a group request");
+        }
+    }
+}
+
 pub async fn find_coordinator(
     ctx: &std::sync::Arc<BrokerContext>,
     request: FindCoordinatorRequest,
@@ -142,7 +179,27 @@ pub async fn find_coordinator(
     } else {
         ensure_offsets_topic(ctx).await
     };
-    let answer = |key: StrBytes| {
+    let answer = |key: StrBytes, found: Result<(i32, String, i32), (i16, String)>| match found {
+        Ok((id, host, port)) => Coordinator::default()
+            .with_key(key)
+            .with_node_id(BrokerId(id))
+            .with_host(str_bytes(host))
+            .with_port(port),
+        Err((code, message)) => Coordinator::default()
+            .with_key(key)
+            .with_node_id(BrokerId(-1))
+            .with_host(str_bytes(""))
+            .with_port(-1)
+            .with_error_code(code)
+            .with_error_message(Some(str_bytes(message))),
+    };
+    let keys = if version >= 4 {
+        request.coordinator_keys.clone()
+    } else {
+        vec![request.key.clone()]
+    };
+    let mut coordinators = Vec::with_capacity(keys.len());
+    for key in keys {
         let found = if request.key_type == KEY_TYPE_TRANSACTION {
             Err((
                 INVALID_REQUEST,
@@ -153,31 +210,19 @@ pub async fn find_coordinator(
                 .clone()
                 .and_then(|()| coordinator_of(ctx, key.as_str()))
         };
-        match found {
-            Ok((id, host, port)) => Coordinator::default()
-                .with_key(key)
-                .with_node_id(BrokerId(id))
-                .with_host(str_bytes(host))
-                .with_port(port),
-            Err((code, message)) => Coordinator::default()
-                .with_key(key)
-                .with_node_id(BrokerId(-1))
-                .with_host(str_bytes(""))
-                .with_port(-1)
-                .with_error_code(code)
-                .with_error_message(Some(str_bytes(message))),
+        if let Ok((id, _, _)) = &found {
+            if *id == ctx.config.broker_id {
+                // Just took the partition over (or created the topic): let the load finish
+                // (for at most LOAD_WAIT) so that the client's next request is served.
+                ctx.groups.wait_coordinating(key.as_str(), LOAD_WAIT).await;
+            }
         }
-    };
+        coordinators.push(answer(key, found));
+    }
     if version >= 4 {
-        let coordinators = request
-            .coordinator_keys
-            .iter()
-            .cloned()
-            .map(answer)
-            .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        let c = answer(request.key.clone());
+        let c = coordinators.remove(0);
         FindCoordinatorResponse::default()
             .with_error_code(c.error_code)
             .with_error_message(c.error_message)
@@ -193,6 +238,7 @@ pub async fn join_group(
     version: i16,
     client_id: String,
 ) -> JoinGroupResponse {
+    first_write_of_a_group(ctx).await;
     // JoinGroup v0 has no rebalance timeout: it is the session timeout.
     let rebalance_timeout_ms = if version == 0 {
         request.session_timeout_ms
@@ -327,21 +373,17 @@ pub async fn offset_commit(
             ));
         }
     }
-    let groups = ctx.groups.clone();
-    let group_id = request.group_id.to_string();
-    let member_id = request.member_id.to_string();
-    let instance_id = opt(&request.group_instance_id);
-    let generation_id = request.generation_id_or_member_epoch;
-    let codes = blocking(move || {
-        groups.commit(
-            &group_id,
-            &member_id,
-            instance_id.as_deref(),
-            generation_id,
+    first_write_of_a_group(ctx).await;
+    let codes = ctx
+        .groups
+        .commit(
+            request.group_id.to_string(),
+            request.member_id.to_string(),
+            opt(&request.group_instance_id),
+            request.generation_id_or_member_epoch,
             offsets,
         )
-    })
-    .await;
+        .await;
     let mut codes = codes.into_iter();
     let topics = request
         .topics
@@ -365,6 +407,8 @@ pub async fn offset_commit(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// OffsetFetch. An error (this broker does not coordinate the group) goes in the top-level
+/// error code (v2+) and in every requested partition's (v1 has only those).
 pub fn offset_fetch(ctx: &BrokerContext, request: OffsetFetchRequest) -> OffsetFetchResponse {
     let wanted = request.topics.as_ref().map(|topics| {
         topics
@@ -372,7 +416,36 @@ pub fn offset_fetch(ctx: &BrokerContext, request: OffsetFetchRequest) -> OffsetF
             .flat_map(|t| t.partition_indexes.iter().map(|p| (t.name.to_string(), *p)))
             .collect()
     });
-    let fetched = ctx.groups.fetch_offsets(&request.group_id, wanted);
+    let fetched = match ctx.groups.fetch_offsets(&request.group_id, wanted) {
+        Ok(fetched) => fetched,
+        Err(code) => {
+            let topics = request
+                .topics
+                .iter()
+                .flatten()
+                .map(|t| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partition_indexes
+                                .iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(*p)
+                                        .with_committed_offset(-1)
+                                        .with_committed_leader_epoch(-1)
+                                        .with_metadata(Some(str_bytes("")))
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return OffsetFetchResponse::default()
+                .with_error_code(code)
+                .with_topics(topics);
+        }
+    };
     let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
     for (topic, partition, committed) in fetched {
         let p = match committed {
@@ -412,9 +485,10 @@ pub async fn offset_delete(
                 .map(|p| (t.name.to_string(), p.partition_index))
         })
         .collect();
-    let groups = ctx.groups.clone();
-    let group_id = request.group_id.to_string();
-    let result = blocking(move || groups.delete_offsets(&group_id, &partitions)).await;
+    let result = ctx
+        .groups
+        .delete_offsets(request.group_id.to_string(), partitions)
+        .await;
     let codes = match result {
         Ok(codes) => codes,
         Err(code) => return OffsetDeleteResponse::default().with_error_code(code),
@@ -442,9 +516,11 @@ pub async fn offset_delete(
 }
 
 pub fn list_groups(ctx: &BrokerContext, request: ListGroupsRequest) -> ListGroupsResponse {
-    let groups = ctx
-        .groups
-        .list()
+    let listed = match ctx.groups.list() {
+        Ok(listed) => listed,
+        Err(code) => return ListGroupsResponse::default().with_error_code(code),
+    };
+    let groups = listed
         .into_iter()
         .filter(|(_, _, state)| {
             request.states_filter.is_empty()
@@ -482,8 +558,15 @@ pub fn describe_groups(
             let described = DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_authorized_operations(i32::MIN);
-            let Some(group) = ctx.groups.describe(id) else {
-                return described.with_group_state(str_bytes("Dead"));
+            let group = match ctx.groups.describe(id) {
+                Ok(Some(group)) => group,
+                Ok(None) => return described.with_group_state(str_bytes("Dead")),
+                // Kafka's DescribeGroupsResponse.groupError: an empty state.
+                Err(code) => {
+                    return described
+                        .with_error_code(code)
+                        .with_group_state(str_bytes(""))
+                }
             };
             let protocol = group.protocol_name().unwrap_or_default().to_string();
             let stable = group.state() == GroupState::Stable;
@@ -519,9 +602,7 @@ pub async fn delete_groups(
 ) -> DeleteGroupsResponse {
     let mut results = Vec::new();
     for id in request.groups_names {
-        let groups = ctx.groups.clone();
-        let name = id.to_string();
-        let code = blocking(move || groups.delete_group(&name)).await;
+        let code = ctx.groups.delete_group(id.to_string()).await;
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(id)

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tributary::cli::cluster::ClusterArgs;
 use tributary::cli::groups::GroupsArgs;
 use tributary::cli::topics::TopicsArgs;
 use tributary::server::config::{machine_hostname, BrokerConfig, Properties};
@@ -68,6 +69,9 @@ enum Command {
     Topics(TopicsArgs),
     /// Inspect consumer groups and reset their offsets: list, describe, reset-offsets.
     Groups(GroupsArgs),
+    /// Inspect and rearrange the cluster: describe, reassign, reassignments, drain,
+    /// rebalance, elect-leaders.
+    Cluster(ClusterArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,6 +97,10 @@ fn main() -> anyhow::Result<()> {
             &mut std::io::stdout().lock(),
         )),
         Command::Groups(args) => admin(tributary::cli::groups::run(
+            args,
+            &mut std::io::stdout().lock(),
+        )),
+        Command::Cluster(args) => admin(tributary::cli::cluster::run(
             args,
             &mut std::io::stdout().lock(),
         )),

@@ -1,11 +1,12 @@
-//! The admin command line: `tributary topics ...`, in the spirit of Kafka's
-//! `kafka-topics.sh` and `kafka-configs.sh`.
+//! The admin command line: `tributary topics ...`, `groups ...` and `cluster ...`, in the
+//! spirit of Kafka's `kafka-topics.sh`, `kafka-configs.sh` and their siblings.
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`client`] | [`client::AdminClient`]: one blocking TCP connection, ApiVersions negotiation, request/response framing |
 //! | [`topics`] | the `topics` subcommands (clap types), the requests they send and their plain-text output |
 //! | [`groups`] | the `groups` subcommands: list, describe, reset-offsets (like `kafka-consumer-groups.sh`) |
+//! | [`cluster`] | the `cluster` subcommands: describe, reassign, reassignments, drain, rebalance, elect-leaders (like `kafka-reassign-partitions.sh` and `kafka-leader-election.sh`) |
 //!
 //! ```text
 //! main ──▶ topics::run ──▶ AdminClient::send(CreateTopicsRequest, ...) ──TCP──▶ broker
@@ -18,6 +19,7 @@
 //! [`Error::Broker`], named as `kafka_protocol::ResponseError` names them.
 
 pub mod client;
+pub mod cluster;
 pub mod groups;
 pub mod topics;
 

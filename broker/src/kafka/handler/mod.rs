@@ -11,6 +11,7 @@
 //! | `configs` | DescribeConfigs, AlterConfigs, IncrementalAlterConfigs |
 //! | `delete_records` | DeleteRecords |
 //! | `init_producer_id` | InitProducerId |
+//! | `reassign` | AlterPartitionReassignments, ListPartitionReassignments, ElectLeaders |
 //! | `group` | FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, DeleteGroups |
 
 mod configs;
@@ -21,6 +22,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod reassign;
 mod topics;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
@@ -71,6 +73,15 @@ pub async fn handle(
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::init_producer_id(ctx, r).await)
+        }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            reassign::alter_partition_reassignments(ctx, r, version).await,
+        ),
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(reassign::list_partition_reassignments(ctx, r))
+        }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(reassign::elect_leaders(ctx, r, version).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(group::find_coordinator(ctx, r, version).await)

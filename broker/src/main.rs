@@ -1,7 +1,7 @@
 //! The `tributary` binary: `broker` (the production entry point), `dev` (one broker on
 //! localhost with topic auto-creation, for trying things out, or with `--brokers N` a local
-//! cluster of N broker processes, see [`tributary::devcluster`]), `topics` and `groups` (the
-//! admin CLI, see [`tributary::cli`]).
+//! cluster of N broker processes, see [`tributary::devcluster`]), `topics`, `groups` and
+//! `cluster` (the admin CLI, see [`tributary::cli`]).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

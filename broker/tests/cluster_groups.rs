@@ -707,3 +707,62 @@ fn committed_offsets_survive_a_controlled_shutdown_of_the_coordinator() {
         );
     }
 }
+
+/// `tributary groups describe` and `groups list` work through any broker: the CLI finds the
+/// group's coordinator, and lists the groups of every broker.
+#[test]
+fn the_groups_cli_finds_the_coordinator_from_any_broker() {
+    let mut cluster = start_cluster();
+    let bootstrap = cluster.bootstrap();
+    create_topic(&bootstrap);
+    let mut config = common::base_config(&bootstrap);
+    config
+        .set("group.id", "cli-group")
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = config.create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(TOPIC, p, Offset::Offset(i64::from(p) + 7))
+            .unwrap();
+    }
+    let deadline = Instant::now() + FAILOVER_TIMEOUT;
+    while let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        assert!(Instant::now() < deadline, "commit never succeeded: {e}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let coordinator = find_coordinator(&mut cluster, "cli-group");
+    for id in 0..3 {
+        let addr = cluster.addr(id).to_string();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+                .args(args)
+                .args(["--bootstrap-server", &addr])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(
+                out.status.success(),
+                "{args:?} through broker {id} (coordinator {coordinator}): {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout
+        };
+        let described = run(&["groups", "describe", "cli-group"]);
+        for p in 0..PARTITIONS {
+            let row = described
+                .lines()
+                .find(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols.first() == Some(&TOPIC) && cols.get(1) == Some(&p.to_string().as_str())
+                })
+                .unwrap_or_else(|| panic!("no row for {TOPIC}-{p}:\n{described}"));
+            assert!(
+                row.split_whitespace().any(|c| c == (p + 7).to_string()),
+                "committed offset {} missing: {row}",
+                p + 7
+            );
+        }
+        let listed = run(&["groups", "list"]);
+        assert!(listed.lines().any(|l| l.trim() == "cli-group"), "{listed}");
+    }
+}

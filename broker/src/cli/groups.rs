@@ -16,12 +16,13 @@ use std::io::Write;
 
 use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequest;
-use kafka_protocol::messages::GroupId;
+use kafka_protocol::messages::{ApiKey, GroupId};
 
 use super::client::AdminClient;
 use super::topics::{
@@ -82,23 +83,77 @@ pub fn run(args: GroupsArgs, out: &mut impl Write) -> Result<()> {
     let mut client = AdminClient::connect(&args.bootstrap.bootstrap_server)?;
     let lines = match args.command {
         GroupsCommand::List => list(&mut client)?,
-        GroupsCommand::Describe { group } => describe(&mut client, &group)?,
-        GroupsCommand::ResetOffsets(reset) => reset_offsets(&mut client, &reset)?,
+        GroupsCommand::Describe { group } => {
+            describe(&mut coordinator(&mut client, &group)?, &group)?
+        }
+        GroupsCommand::ResetOffsets(reset) => {
+            reset_offsets(&mut coordinator(&mut client, &reset.group)?, &reset)?
+        }
     };
     super::print_lines(out, lines);
     Ok(())
 }
 
+/// A connection to `group`'s coordinator (FindCoordinator through `client`): in a cluster
+/// each group is served by the leader of its `__consumer_offsets` partition only.
+fn coordinator(client: &mut AdminClient, group: &str) -> Result<AdminClient> {
+    const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        // v4 batches keys in `coordinator_keys`; earlier versions have the single `key`.
+        let request = if client.version(ApiKey::FindCoordinator)? >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![str_bytes(group)])
+        } else {
+            FindCoordinatorRequest::default().with_key(str_bytes(group))
+        };
+        let (response, version) = client.send(request)?;
+        let (code, message, host, port) =
+            if version >= 4 {
+                let c = response.coordinators.into_iter().next().ok_or_else(|| {
+                    Error::MissingResult {
+                        resource: group.to_string(),
+                    }
+                })?;
+                (c.error_code, c.error_message, c.host, c.port)
+            } else {
+                (
+                    response.error_code,
+                    response.error_message,
+                    response.host,
+                    response.port,
+                )
+            };
+        let retriable = matches!(
+            code,
+            COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE
+        );
+        if code == 0 {
+            return AdminClient::connect(&format!("{}:{port}", host.as_str()));
+        }
+        if !retriable || std::time::Instant::now() > deadline {
+            check(group, code, message.as_deref())?;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Every group of the cluster: ListGroups asked of each broker, since each lists only the
+/// groups it coordinates.
 fn list(client: &mut AdminClient) -> Result<Vec<String>> {
-    let (response, _) = client.send(ListGroupsRequest::default())?;
-    check("ListGroups", response.error_code, None)?;
-    let mut ids: Vec<String> = response
-        .groups
+    let brokers: Vec<String> = metadata(client, None)?
+        .brokers
         .iter()
-        .map(|g| g.group_id.0.to_string())
+        .map(|b| format!("{}:{}", b.host.as_str(), b.port))
         .collect();
-    ids.sort();
-    Ok(ids)
+    let mut ids = BTreeSet::new();
+    for addr in brokers {
+        let mut broker = AdminClient::connect(&addr)?;
+        let (response, _) = broker.send(ListGroupsRequest::default())?;
+        check("ListGroups", response.error_code, None)?;
+        ids.extend(response.groups.iter().map(|g| g.group_id.0.to_string()));
+    }
+    Ok(ids.into_iter().collect())
 }
 
 fn describe_group(client: &mut AdminClient, group: &str) -> Result<DescribedGroup> {

@@ -20,9 +20,9 @@
 //!              GroupCoordinator ──> parked requests answered, records to __consumer_offsets
 //! ```
 //!
-//! Not modelled yet: Kafka's `DelayedSync` (removing members that never sync after the join
-//! phase), unloading a group when coordinatorship moves (one broker leads every partition
-//! today), and offsets retention (`offsets.retention.minutes`).
+//! A group's coordinator is the leader of its `__consumer_offsets` partition; the
+//! coordinator loads and drops groups as that leadership moves. Not modelled yet: Kafka's
+//! `DelayedSync` (removing members that never sync after the join phase).
 
 pub mod coordinator;
 pub mod membership;

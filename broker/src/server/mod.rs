@@ -174,11 +174,15 @@ impl Broker {
         // One gRPC server for Raft, the controller and replication.
         {
             let server = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(controller.raft_service())
                 .add_service(controller.controller_service())
                 .add_service(ReplicaService::server(replicas.clone(), submit.clone()));
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
+            // Nagle must be off on accepted sockets too: a replica fetch answer held back by
+            // it waits for the peer's delayed ACK (40 ms), and every acks=all write waits
+            // for one. `Server::tcp_nodelay` does not reach connections from an incoming
+            // stream, so the stream sets it itself.
+            let incoming = tonic::transport::server::TcpIncoming::from(rpc_listener)
+                .with_nodelay(Some(true));
             let stop = background.clone();
             background_tasks.spawn(async move {
                 if let Err(e) = server

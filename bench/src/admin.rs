@@ -33,11 +33,31 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Creates `topic` with `partitions` partitions and replication factor 1; an existing
 /// topic is left as it is (and reported on stderr).
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    create_topic_with(bootstrap, topic, partitions, 1, &[])
+}
+
+/// Creates `topic` with `partitions` partitions, `replication_factor` replicas each and
+/// the topic configs `configs` (e.g. `min.insync.replicas=2`); an existing topic is left
+/// as it is (and reported on stderr).
+pub fn create_topic_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i32,
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
     let admin = admin_client(bootstrap)?;
     let options = AdminOptions::new()
         .operation_timeout(Some(REQUEST_TIMEOUT))
         .request_timeout(Some(REQUEST_TIMEOUT));
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new_topic = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
+    for (key, value) in configs {
+        new_topic = new_topic.set(key, value);
+    }
     let results = runtime()?
         .block_on(admin.create_topics([&new_topic], &options))
         .with_context(|| format!("CreateTopics {topic} via {bootstrap}"))?;
@@ -48,6 +68,35 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Re
                 eprintln!("note: topic {name} already exists; using it as it is");
             }
             Err((name, code)) => bail!("CreateTopics {name} failed: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Creates `topic` with one partition per entry of `assignment`, each on the listed
+/// brokers (the first one is the preferred leader), with the topic configs `configs`.
+pub fn create_topic_assigned(
+    bootstrap: &str,
+    topic: &str,
+    assignment: &[Vec<i32>],
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let admin = admin_client(bootstrap)?;
+    let options = AdminOptions::new()
+        .operation_timeout(Some(REQUEST_TIMEOUT))
+        .request_timeout(Some(REQUEST_TIMEOUT));
+    let replicas: Vec<&[i32]> = assignment.iter().map(Vec::as_slice).collect();
+    let partitions = i32::try_from(replicas.len()).context("too many partitions")?;
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Variable(&replicas));
+    for (key, value) in configs {
+        new_topic = new_topic.set(key, value);
+    }
+    let results = runtime()?
+        .block_on(admin.create_topics([&new_topic], &options))
+        .with_context(|| format!("CreateTopics {topic} via {bootstrap}"))?;
+    for result in results {
+        if let Err((name, code)) = result {
+            bail!("CreateTopics {name} (replicas {assignment:?}) failed: {code}");
         }
     }
     Ok(())

@@ -11,6 +11,10 @@
 //! - `rebalance`: consumer-group rebalance time when a member joins or leaves.
 //! - `commits`: offset commits per second (and sync commit latency) in a group.
 //! - `suite`: all of the above in one run, one report, PASS/FAIL against the targets.
+//! - `failover`: starts a 3-broker cluster and measures, over several `kill -9`s of the
+//!   partition leader, the time until acks=all writes are acknowledged again.
+//! - `replication`: RF 3 acks=all on 3 brokers against RF 1 acks=1 on one broker, in the
+//!   same run: producer throughput and fixed-rate latency, as ratios.
 //!
 //! Modules:
 //!
@@ -21,21 +25,28 @@
 //! - [`report`]: result types, Markdown and JSON output, target checks.
 //! - [`suite`]: the whole run.
 //! - [`rebalance`], [`commits`]: the consumer-group measurements.
+//! - [`cluster`]: broker processes on loopback (standalone or a quorum), kill, restart.
+//! - [`wire`]: a raw Metadata request to one chosen broker (leader, ISR, controller).
+//! - [`failover`], [`replication`]: the cluster measurements.
 //! - [`stats`]: min / median / max and percentiles.
 //! - [`units`]: size parsing (`512MiB`) and rate units.
 
 mod admin;
+mod cluster;
 mod commits;
 mod consume;
 mod disk;
+mod failover;
 mod payload;
 mod procfs;
 mod produce;
 mod rebalance;
+mod replication;
 mod report;
 mod stats;
 mod suite;
 mod units;
+mod wire;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +83,95 @@ enum Command {
     Rebalance(RebalanceArgs),
     /// Offset commits per second (and sync commit latency) from one group member.
     Commits(CommitsArgs),
+    /// Start 3 brokers and time acks=all writes across `kill -9` of the partition leader.
+    Failover(FailoverArgs),
+    /// Throughput and latency of RF 3 acks=all (3 brokers) against RF 1 acks=1 (1 broker).
+    Replication(ReplicationArgs),
+}
+
+/// Where the brokers of `failover` and `replication` come from and run.
+#[derive(Debug, Args)]
+struct LocalBrokerArgs {
+    /// The `tributary` executable; by default the one next to this benchmark's executable.
+    #[arg(long, env = "TRIBUTARY_BIN")]
+    broker_bin: Option<PathBuf>,
+    /// Directory in which each run's broker data directories are created (and removed).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    data_dir: PathBuf,
+    /// Keep the data directories and broker logs after the run.
+    #[arg(long)]
+    keep_data: bool,
+    /// A broker property KEY=VALUE for every broker, after the defaults; repeatable.
+    #[arg(long = "override", value_name = "KEY=VALUE", value_parser = parse_override)]
+    overrides: Vec<String>,
+    /// Extra librdkafka property for the producers, KEY=VALUE; repeatable, applied last.
+    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    extra_config: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+struct FailoverArgs {
+    #[command(flatten)]
+    brokers: LocalBrokerArgs,
+    /// Number of kills; the killed broker is restarted and back in the ISR before the next.
+    #[arg(long, default_value_t = 20)]
+    trials: usize,
+    /// Gap between two messages of the steady stream.
+    #[arg(long, default_value_t = 2)]
+    interval_ms: u64,
+    /// Payload size of each message.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "100")]
+    message_bytes: u64,
+    /// librdkafka `linger.ms` of the producer.
+    #[arg(long, default_value_t = 1)]
+    linger_ms: u32,
+    /// Messages acknowledged before each kill.
+    #[arg(long, default_value_t = 250)]
+    warmup_messages: u64,
+    /// Give up on one failover after this many seconds.
+    #[arg(long, default_value_t = 30.0)]
+    trial_timeout_s: f64,
+    /// Bound on the restart of the killed broker until the ISR is full again.
+    #[arg(long, default_value_t = 120.0)]
+    recovery_timeout_s: f64,
+    /// Topic name (with --kill-controller, the prefix of one topic per trial).
+    #[arg(long, default_value = "failover")]
+    topic: String,
+    /// Kill the active controller: each trial creates a fresh topic whose preferred
+    /// leader is the current controller, so the kill also costs a Raft election.
+    #[arg(long)]
+    kill_controller: bool,
+}
+
+#[derive(Debug, Args)]
+struct ReplicationArgs {
+    #[command(flatten)]
+    brokers: LocalBrokerArgs,
+    /// Rounds; each runs every measurement once per setup, alternating their order.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Messages of each throughput run.
+    #[arg(long, default_value_t = 200_000)]
+    messages: u64,
+    #[arg(long, value_parser = units::parse_bytes, default_value = "1KiB")]
+    message_bytes: u64,
+    /// Partitions of each topic.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// Rate of the latency runs, msgs/s.
+    #[arg(long, default_value_t = 2_000.0)]
+    rate: f64,
+    /// Length of each latency run, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    latency_duration_s: f64,
+    /// librdkafka `linger.ms` of the throughput runs.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u32,
+    /// librdkafka `linger.ms` of the latency runs.
+    #[arg(long, default_value_t = 1)]
+    latency_linger_ms: u32,
+    #[command(flatten)]
+    warm: WarmArgs,
 }
 
 #[derive(Debug, Args)]
@@ -288,6 +388,11 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A broker `--override`: `key=value` with a non-empty key, passed through as written.
+fn parse_override(text: &str) -> Result<String, String> {
+    parse_key_value(text).map(|(key, value)| format!("{key}={}", value.trim()))
+}
+
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value).with_context(|| format!("{flag} {value} is not a duration"))
 }
@@ -475,6 +580,94 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Failover(args) => {
+            let interval = Duration::from_millis(args.interval_ms);
+            if interval.is_zero() {
+                anyhow::bail!("--interval-ms must be at least 1");
+            }
+            let options = failover::FailoverOptions {
+                broker_binary: cluster::find_broker_binary(args.brokers.broker_bin.as_deref())?,
+                data_parent: args.brokers.data_dir,
+                keep_data: args.brokers.keep_data,
+                broker_overrides: args.brokers.overrides,
+                topic: args.topic,
+                trials: args.trials,
+                send_interval: interval,
+                message_bytes: message_bytes(args.message_bytes)?,
+                linger_ms: args.linger_ms,
+                warmup_messages: args.warmup_messages,
+                trial_timeout: seconds(args.trial_timeout_s, "--trial-timeout-s")?,
+                recovery_timeout: seconds(args.recovery_timeout_s, "--recovery-timeout-s")?,
+                extra_config: args.brokers.extra_config,
+                kill_controller: args.kill_controller,
+            };
+            let failover::Outcome { trials, error } = failover::run(&options);
+            if json {
+                for line in failover::json_lines(&trials) {
+                    println!("{line}");
+                }
+            } else {
+                println!("{}", failover::markdown(&options, &trials));
+            }
+            if let Some(error) = error {
+                eprintln!(
+                    "error: the run stopped after {} of {} trials: {error:#}",
+                    trials.len(),
+                    options.trials
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            let failed: u64 = trials.iter().map(|t| t.times.failed).sum();
+            let stuck = trials.iter().filter(|t| t.times.failover.is_none()).count();
+            if failed > 0 || stuck > 0 {
+                eprintln!(
+                    "error: {failed} messages failed delivery; {stuck} trials saw no failover"
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Replication(args) => {
+            if !(args.rate.is_finite() && args.rate > 0.0) {
+                anyhow::bail!("--rate must be a positive number of messages per second");
+            }
+            let options = replication::ReplicationOptions {
+                broker_binary: cluster::find_broker_binary(args.brokers.broker_bin.as_deref())?,
+                data_parent: args.brokers.data_dir,
+                keep_data: args.brokers.keep_data,
+                broker_overrides: args.brokers.overrides,
+                rounds: args.rounds.max(1),
+                messages: args.messages,
+                message_bytes: message_bytes(args.message_bytes)?,
+                partitions: args.partitions.max(1),
+                rate_msgs_per_s: args.rate,
+                latency_duration: seconds(args.latency_duration_s, "--latency-duration-s")?,
+                linger_ms: args.linger_ms,
+                latency_linger_ms: args.latency_linger_ms,
+                warm_page_cache_bytes: args.warm.warm_page_cache,
+                extra_config: args.brokers.extra_config,
+                json,
+            };
+            let runs = replication::run(&options)?;
+            if json {
+                for line in replication::json_lines(&runs) {
+                    println!("{line}");
+                }
+            } else {
+                println!("{}", replication::markdown(&options, &runs));
+            }
+            let failed: u64 = runs.iter().map(|r| r.result.errors).sum();
+            if failed > 0 {
+                for run in runs.iter().filter(|r| r.result.errors > 0) {
+                    eprintln!(
+                        "error: {}: {} messages failed delivery; first: {}",
+                        run.result.label,
+                        run.result.errors,
+                        run.result.first_error.as_deref().unwrap_or("?")
+                    );
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -598,6 +791,41 @@ mod tests {
         };
         assert!(args.sync);
         assert_eq!((args.commits, args.partitions), (20_000, 6));
+    }
+
+    #[test]
+    fn cluster_subcommands_parse_with_defaults() {
+        let cli = Cli::try_parse_from(["tributary-bench", "failover", "--trials", "5"]).unwrap();
+        let Command::Failover(args) = cli.command else {
+            panic!("expected failover");
+        };
+        assert_eq!((args.trials, args.interval_ms, args.linger_ms), (5, 2, 1));
+        assert_eq!(args.message_bytes, 100);
+        assert!(args.brokers.overrides.is_empty());
+        let cli = Cli::try_parse_from([
+            "tributary-bench",
+            "replication",
+            "--override",
+            "broker.session.timeout.ms = 900",
+            "--broker-bin",
+            "/x/tributary",
+            "-X",
+            "socket.nagle.disable=true",
+        ])
+        .unwrap();
+        let Command::Replication(args) = cli.command else {
+            panic!("expected replication");
+        };
+        assert_eq!(
+            (args.rounds, args.messages, args.partitions),
+            (3, 200_000, 3)
+        );
+        assert_eq!((args.rate, args.latency_duration_s), (2_000.0, 10.0));
+        assert_eq!(args.message_bytes, 1024);
+        assert_eq!(args.brokers.overrides, ["broker.session.timeout.ms=900"]);
+        assert_eq!(args.brokers.broker_bin, Some(PathBuf::from("/x/tributary")));
+        assert_eq!(args.brokers.extra_config.len(), 1);
+        assert!(Cli::try_parse_from(["tributary-bench", "failover", "--override", "x"]).is_err());
     }
 
     #[test]

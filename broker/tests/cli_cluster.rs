@@ -342,18 +342,23 @@ fn drain_and_rebalance_move_replicas_off_and_back_onto_a_broker() {
     for (name, partitions) in topics {
         assert_holds_all(&cluster.running_bootstrap(), name, partitions, COUNT);
     }
-    wait_until(OP_TIMEOUT, "describe without the stopped broker", || {
-        let describe = ok(&b, &["describe"]);
-        describe.contains("Brokers: 2")
-            && !describe
-                .lines()
-                .any(|l| l.starts_with(&format!("{VICTIM} ")))
-    });
+    // The FENCED column of `describe` for broker `id`.
+    let fenced_column = |describe: &str, id: i32| -> Option<String> {
+        describe
+            .lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+    };
+    wait_until(
+        OP_TIMEOUT,
+        "describe shows the stopped broker fenced",
+        || fenced_column(&ok(&b, &["describe"]), VICTIM).as_deref() == Some("yes"),
+    );
 
     phase("restart it empty-handed and rebalance");
     cluster.restart(VICTIM);
     wait_until(OP_TIMEOUT, "the restarted broker is live", || {
-        ok(&b, &["describe"]).contains("Brokers: 3")
+        fenced_column(&ok(&b, &["describe"]), VICTIM).as_deref() == Some("no")
     });
     let out = ok(&b, &["rebalance", "--dry-run"]);
     assert!(

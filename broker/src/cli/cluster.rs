@@ -35,7 +35,7 @@ use kafka_protocol::messages::list_partition_reassignments_request::{
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsTopics,
 };
 use kafka_protocol::messages::list_partition_reassignments_response::OngoingTopicReassignment;
-use kafka_protocol::messages::{BrokerId, MetadataResponse};
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, MetadataResponse};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
@@ -240,7 +240,26 @@ pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<()> {
 fn current_image(client: &mut AdminClient) -> Result<MetadataImage> {
     let response = metadata(client, None)?;
     let ongoing = list_reassignments(client, None)?;
-    Ok(image_from_metadata(&response, &ongoing))
+    let mut image = image_from_metadata(&response, &ongoing);
+    mark_fenced(client, &mut image)?;
+    Ok(image)
+}
+
+/// Metadata lists fenced brokers too (so clients keep their state for them); DescribeCluster
+/// lists the unfenced ones only. A broker in the image that DescribeCluster leaves out is
+/// fenced.
+fn mark_fenced(client: &mut AdminClient, image: &mut MetadataImage) -> Result<()> {
+    let (response, _) = client.send(DescribeClusterRequest::default())?;
+    check(
+        "DescribeCluster",
+        response.error_code,
+        response.error_message.as_deref(),
+    )?;
+    let live: BTreeSet<i32> = response.brokers.iter().map(|b| b.broker_id.0).collect();
+    for broker in image.brokers.values_mut() {
+        broker.fenced = !live.contains(&broker.id);
+    }
+    Ok(())
 }
 
 /// Rebuilds a [`MetadataImage`] from a Metadata response and the reassignments in
@@ -439,7 +458,8 @@ fn describe(client: &mut AdminClient) -> Result<Vec<String>> {
         Err(Error::UnsupportedApi { .. }) => Vec::new(),
         Err(e) => return Err(e),
     };
-    let image = image_from_metadata(&response, &ongoing);
+    let mut image = image_from_metadata(&response, &ongoing);
+    mark_fenced(client, &mut image)?;
     let controller = match response.controller_id.0 {
         id if id >= 0 => id.to_string(),
         _ => "none".to_string(),
@@ -505,7 +525,7 @@ fn describe(client: &mut AdminClient) -> Result<Vec<String>> {
     ));
     if image.brokers.values().any(|b| b.fenced) {
         lines.push(
-            "(Metadata lists unfenced brokers only; a broker shown as fenced is one that partitions name as a replica.)"
+            "(fenced: registered but not admitted by the controller: stopped, dead or cut off.)"
                 .to_string(),
         );
     }

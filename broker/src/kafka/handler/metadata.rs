@@ -65,6 +65,19 @@ fn error_topic(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataRe
         .with_error_code(error.code())
 }
 
+/// Every registered broker, fenced ones included: Metadata keeps listing a broker that
+/// was fenced (stopped, crashed, cut off), so that a client moving a partition to its new
+/// leader keeps its connection state for the old one instead of tearing it down (which
+/// costs librdkafka a second before it produces to the new leader). Partitions never name
+/// a fenced broker as leader.
+fn registered_brokers(image: &MetadataImage) -> Vec<(i32, String, i32, Option<String>)> {
+    image
+        .brokers
+        .values()
+        .map(|b| (b.id, b.host.clone(), b.port, b.rack.clone()))
+        .collect()
+}
+
 /// The brokers clients may connect to: every registered, unfenced one.
 fn live_brokers(image: &MetadataImage) -> Vec<(i32, String, i32, Option<String>)> {
     image
@@ -148,7 +161,7 @@ pub async fn metadata(
     let controller = ctx.controller.active_controller().unwrap_or(-1);
     MetadataResponse::default()
         .with_brokers(
-            live_brokers(&image)
+            registered_brokers(&image)
                 .into_iter()
                 .map(|(id, host, port, rack)| {
                     MetadataResponseBroker::default()

@@ -109,7 +109,7 @@ impl ControllerConfig {
             voters: BTreeMap::new(),
             data_dir,
             election_timeout_ms: (500, 1000),
-            broker_session_timeout_ms: 1500,
+            broker_session_timeout_ms: 1000,
             leader_imbalance_check_interval_ms: 300_000,
         }
     }

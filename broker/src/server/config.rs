@@ -443,8 +443,8 @@ impl Default for BrokerConfig {
                 port: 0,
             },
             broker_rack: None,
-            broker_session_timeout_ms: 1_500,
-            broker_heartbeat_interval_ms: 250,
+            broker_session_timeout_ms: 1_000,
+            broker_heartbeat_interval_ms: 200,
             replica_lag_time_max_ms: 10_000,
             replica_fetch_wait_max_ms: 500,
             replica_fetch_max_bytes: 1_048_576,
@@ -1095,8 +1095,8 @@ mod tests {
         assert!(c.controller_quorum_voters.is_empty());
         assert_eq!(c.controller_listener.host_port(), "127.0.0.1:0");
         assert_eq!(c.broker_rack, None);
-        assert_eq!(c.broker_session_timeout_ms, 1500);
-        assert_eq!(c.broker_heartbeat_interval_ms, 250);
+        assert_eq!(c.broker_session_timeout_ms, 1000);
+        assert_eq!(c.broker_heartbeat_interval_ms, 200);
         assert_eq!(c.replica_lag_time_max_ms, 10_000);
         assert_eq!(c.replica_fetch_wait_max_ms, 500);
         assert_eq!(c.replica_fetch_max_bytes, 1_048_576);

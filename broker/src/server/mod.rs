@@ -181,8 +181,8 @@ impl Broker {
             // it waits for the peer's delayed ACK (40 ms), and every acks=all write waits
             // for one. `Server::tcp_nodelay` does not reach connections from an incoming
             // stream, so the stream sets it itself.
-            let incoming = tonic::transport::server::TcpIncoming::from(rpc_listener)
-                .with_nodelay(Some(true));
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(rpc_listener).with_nodelay(Some(true));
             let stop = background.clone();
             background_tasks.spawn(async move {
                 if let Err(e) = server

@@ -62,7 +62,7 @@ use super::membership::{
 };
 use crate::controller::topic_config::TopicConfigs;
 use crate::log::batch::{build_batch, decode_records, split_batches};
-use crate::server::partition::Partition;
+use crate::server::partition::{NotReplicated, Partition};
 use crate::server::replica_manager::{min_insync_replicas, now_ms, ApiError, ReplicaManager};
 
 /// The internal topic holding committed offsets and group metadata.
@@ -227,43 +227,38 @@ impl Appended {
     }
 }
 
-/// Why an append was not confirmed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NotReplicated {
-    /// This broker no longer leads the partition in the epoch of the append: the records
-    /// may be truncated away, and another broker coordinates the group now.
-    LeadershipLost,
-    /// The in-sync replicas did not all fetch the records in time.
-    TimedOut,
-    /// Replicated, but the ISR shrank below `min.insync.replicas` meanwhile.
-    IsrShrank,
+/// The error code for an OffsetCommit, OffsetDelete or DeleteGroups client whose write was
+/// not replicated (Kafka's `GroupMetadataManager.storeOffsets` mapping: a timeout stays
+/// REQUEST_TIMED_OUT).
+fn offsets_error(e: NotReplicated) -> i16 {
+    match e {
+        NotReplicated::LeadershipLost => NOT_COORDINATOR,
+        NotReplicated::TimedOut => REQUEST_TIMED_OUT,
+        NotReplicated::IsrShrank => COORDINATOR_NOT_AVAILABLE,
+    }
 }
 
-impl NotReplicated {
-    /// The error code for an OffsetCommit, OffsetDelete or DeleteGroups client (Kafka's
-    /// `GroupMetadataManager.storeOffsets` mapping: a timeout stays REQUEST_TIMED_OUT).
-    fn offsets_error(self) -> i16 {
-        match self {
-            NotReplicated::LeadershipLost => NOT_COORDINATOR,
-            NotReplicated::TimedOut => REQUEST_TIMED_OUT,
-            NotReplicated::IsrShrank => COORDINATOR_NOT_AVAILABLE,
-        }
-    }
-
-    /// The error code for a SyncGroup client (Kafka's `storeGroup` mapping, where a timeout
-    /// becomes COORDINATOR_NOT_AVAILABLE).
-    fn group_error(self) -> i16 {
-        match self {
-            NotReplicated::LeadershipLost => NOT_COORDINATOR,
-            NotReplicated::TimedOut | NotReplicated::IsrShrank => COORDINATOR_NOT_AVAILABLE,
-        }
+/// The error code for a SyncGroup client (Kafka's `storeGroup` mapping, where a timeout
+/// becomes COORDINATOR_NOT_AVAILABLE).
+fn group_error(e: NotReplicated) -> i16 {
+    match e {
+        NotReplicated::LeadershipLost => NOT_COORDINATOR,
+        NotReplicated::TimedOut | NotReplicated::IsrShrank => COORDINATOR_NOT_AVAILABLE,
     }
 }
 
 /// Waits until the high watermark of the write's partition passes the write, while this
 /// broker still leads the partition in the write's epoch; gives up at `deadline`.
 async fn replicated(write: &Appended, deadline: Instant) -> Result<(), NotReplicated> {
-    let outcome = wait_replicated(write, deadline).await;
+    let outcome = write
+        .partition
+        .wait_replicated(
+            write.last_offset,
+            write.leader_epoch,
+            write.min_isr,
+            deadline,
+        )
+        .await;
     if let Err(e) = outcome {
         let partition = &write.partition;
         tracing::warn!(
@@ -276,35 +271,6 @@ async fn replicated(write: &Appended, deadline: Instant) -> Result<(), NotReplic
         );
     }
     outcome
-}
-
-async fn wait_replicated(write: &Appended, deadline: Instant) -> Result<(), NotReplicated> {
-    let partition = &write.partition;
-    let mut hw = partition.subscribe_hw();
-    loop {
-        hw.borrow_and_update();
-        // The high watermark first, the role second: a high watermark read while this
-        // broker still leads in the write's epoch is that leader's, never one a follower
-        // took from a new leader after truncating the write away.
-        let high_watermark = partition.high_watermark();
-        if partition.leader_epoch_if_leader() != Some(write.leader_epoch) {
-            return Err(NotReplicated::LeadershipLost);
-        }
-        if high_watermark > write.last_offset {
-            return match partition.isr_len() {
-                Some(n) if n < write.min_isr => Err(NotReplicated::IsrShrank),
-                _ => Ok(()),
-            };
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => return Err(NotReplicated::TimedOut),
-            changed = hw.changed() => {
-                if changed.is_err() {
-                    return Err(NotReplicated::LeadershipLost);
-                }
-            }
-        }
-    }
 }
 
 /// Kafka's mapping of a failed append to `__consumer_offsets` onto what group clients
@@ -707,7 +673,7 @@ impl GroupCoordinator {
         };
         match replicated(&write, Instant::now() + OFFSETS_COMMIT_TIMEOUT).await {
             Ok(()) => response,
-            Err(e) => SyncResponse::error(e.group_error()),
+            Err(e) => SyncResponse::error(group_error(e)),
         }
     }
 
@@ -1154,7 +1120,7 @@ impl GroupCoordinator {
             }
         }
         if let Err(e) = outcome {
-            let code = e.offsets_error();
+            let code = offsets_error(e);
             for c in codes.iter_mut().filter(|c| **c == NONE) {
                 *c = code;
             }
@@ -1318,7 +1284,7 @@ impl GroupCoordinator {
         if let Some(write) = written {
             replicated(&write, Instant::now() + OFFSETS_COMMIT_TIMEOUT)
                 .await
-                .map_err(NotReplicated::offsets_error)?;
+                .map_err(offsets_error)?;
         }
         Ok(codes)
     }
@@ -1388,7 +1354,7 @@ impl GroupCoordinator {
             Ok(Some(write)) => {
                 match replicated(&write, Instant::now() + OFFSETS_COMMIT_TIMEOUT).await {
                     Ok(()) => NONE,
-                    Err(e) => e.offsets_error(),
+                    Err(e) => offsets_error(e),
                 }
             }
         }

@@ -146,6 +146,20 @@ pub struct IsrChange {
     pub new_isr: Vec<i32>,
 }
 
+/// Why a leader's append was not confirmed by the in-sync replicas
+/// ([`Partition::wait_replicated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReplicated {
+    /// This broker no longer leads the partition in the epoch of the append: the records
+    /// may be truncated away.
+    LeadershipLost,
+    /// The in-sync replicas did not all fetch the records in time.
+    TimedOut,
+    /// Replicated, but the ISR shrank below `min.insync.replicas` meanwhile (Kafka's
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+    IsrShrank,
+}
+
 impl Partition {
     pub fn new(topic: &str, index: i32, topic_id: Uuid, broker_id: i32, log: Log) -> Partition {
         let hw = log.high_watermark();
@@ -408,6 +422,44 @@ impl Partition {
             self.hw.send_replace(hw);
         }
         result
+    }
+
+    /// acks=all: waits until the high watermark passes `last_offset`, an append made in
+    /// `leader_epoch`, while this broker still leads the partition in that epoch; gives up
+    /// at `deadline`.
+    pub async fn wait_replicated(
+        &self,
+        last_offset: i64,
+        leader_epoch: i32,
+        min_isr: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), NotReplicated> {
+        let mut hw = self.subscribe_hw();
+        loop {
+            hw.borrow_and_update();
+            // The high watermark first, the role second: a high watermark read while this
+            // broker still leads in the append's epoch is that leader's, never one a
+            // follower took from a new leader after truncating the append away.
+            let high_watermark = self.high_watermark();
+            if self.leader_epoch_if_leader() != Some(leader_epoch) {
+                return Err(NotReplicated::LeadershipLost);
+            }
+            if high_watermark > last_offset {
+                return match self.isr_len() {
+                    Some(n) if n < min_isr => Err(NotReplicated::IsrShrank),
+                    _ => Ok(()),
+                };
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Err(NotReplicated::TimedOut),
+                changed = hw.changed() => {
+                    // The sender lives in this partition; it cannot be gone while we hold it.
+                    if changed.is_err() {
+                        return Err(NotReplicated::LeadershipLost);
+                    }
+                }
+            }
+        }
     }
 
     /// ISR members that have not caught up for `max_lag_ms`: the shrink to propose.

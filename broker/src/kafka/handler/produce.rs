@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::{blocking, str_bytes};
 use crate::log::AppendInfo;
+use crate::server::partition::NotReplicated;
 use crate::server::replica_manager::{min_insync_replicas, now_ms, ApiError, Partition};
 use crate::server::BrokerContext;
 
@@ -162,8 +163,8 @@ pub async fn produce(
     Some(ProduceResponse::default().with_responses(responses))
 }
 
-/// acks=all: waits until the high watermark passes `last_offset`, while this broker still
-/// leads the partition in `epoch`.
+/// acks=all: waits until the in-sync replicas hold the batch ending at `last_offset`,
+/// written in leader `epoch`; the error a producer gets otherwise.
 async fn wait_replicated(
     partition: &Partition,
     last_offset: i64,
@@ -171,47 +172,28 @@ async fn wait_replicated(
     min_isr: usize,
     deadline: Instant,
 ) -> Result<(), ApiError> {
-    let mut hw = partition.subscribe_hw();
-    loop {
-        hw.borrow_and_update();
-        if partition.leader_epoch_if_leader() != Some(epoch) {
-            return Err(ApiError::new(
+    let name = format!("{}-{}", partition.topic, partition.index);
+    partition
+        .wait_replicated(last_offset, epoch, min_isr, deadline)
+        .await
+        .map_err(|e| match e {
+            NotReplicated::LeadershipLost => ApiError::new(
                 ResponseError::NotLeaderOrFollower,
-                format!(
-                    "leadership of {}-{} moved before the batch at {last_offset} was replicated",
-                    partition.topic, partition.index
-                ),
-            ));
-        }
-        if partition.high_watermark() > last_offset {
+                format!("leadership of {name} moved before the batch at {last_offset} was replicated"),
+            ),
             // Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND: the write is in, but the ISR shrank
             // below the minimum while it was replicated.
-            return match partition.isr_len() {
-                Some(n) if n < min_isr => Err(ApiError::new(
-                    ResponseError::NotEnoughReplicasAfterAppend,
-                    format!(
-                        "{}-{}: the in-sync replica set shrank to {n}, below min.insync.replicas={min_isr}",
-                        partition.topic, partition.index
-                    ),
-                )),
-                _ => Ok(()),
-            };
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {
-                return Err(ApiError::new(
-                    ResponseError::RequestTimedOut,
-                    format!(
-                        "{}-{}: the batch at {last_offset} was not replicated to the in-sync replicas in time",
-                        partition.topic, partition.index
-                    ),
-                ));
-            }
-            changed = hw.changed() => {
-                if changed.is_err() {
-                    return Err(partition.deleted_error());
-                }
-            }
-        }
-    }
+            NotReplicated::IsrShrank => ApiError::new(
+                ResponseError::NotEnoughReplicasAfterAppend,
+                format!(
+                    "{name}: the in-sync replica set shrank below min.insync.replicas={min_isr}"
+                ),
+            ),
+            NotReplicated::TimedOut => ApiError::new(
+                ResponseError::RequestTimedOut,
+                format!(
+                    "{name}: the batch at {last_offset} was not replicated to the in-sync replicas in time"
+                ),
+            ),
+        })
 }

@@ -68,10 +68,25 @@ impl BrokerContext {
 
     /// Commits `command` through the controller; the change is visible here on return.
     pub async fn submit(&self, command: Command) -> Result<Outcome, ApiError> {
-        self.controller
+        let outcome = self
+            .controller
             .submit(command, self.controller_timeout())
             .await
-            .map_err(ApiError::from)
+            .map_err(ApiError::from)?;
+        // The controller node has applied the command; the partitions, topics and producer
+        // ids that handlers read follow it a moment later.
+        let committed = self.controller.image().borrow().0;
+        if !self
+            .replicas
+            .wait_image(committed, self.controller_timeout())
+            .await
+        {
+            tracing::warn!(
+                index = committed,
+                "the broker's partitions did not catch up with the metadata image in time"
+            );
+        }
+        Ok(outcome)
     }
 
     pub fn submitter(&self) -> SubmitFn {

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
@@ -150,6 +150,8 @@ pub struct ReplicaManager {
     /// Bumped after every append, high watermark move and image; long-polling fetches watch it.
     appended: watch::Sender<u64>,
     producer_ids: Mutex<ProducerIdBlock>,
+    /// Raft log index of the image last applied.
+    image_applied: watch::Sender<u64>,
     /// Random per process start; registered with the controller.
     incarnation: Uuid,
 }
@@ -165,6 +167,7 @@ impl ReplicaManager {
             state: RwLock::new(State::default()),
             appended: watch::channel(0).0,
             producer_ids: Mutex::new(ProducerIdBlock::default()),
+            image_applied: watch::channel(0).0,
             incarnation: Uuid::new_v4(),
         }
     }
@@ -198,6 +201,15 @@ impl ReplicaManager {
     pub fn image(&self) -> (u64, Arc<MetadataImage>) {
         let state = self.read_state();
         (state.image_index, state.image.clone())
+    }
+
+    /// Waits until an image at least as new as Raft log index `index` is applied; false if
+    /// `timeout` passes first.
+    pub async fn wait_image(&self, index: u64, timeout: Duration) -> bool {
+        let mut applied = self.image_applied.subscribe();
+        tokio::time::timeout(timeout, applied.wait_for(|&i| i >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<TopicState>> {
@@ -243,8 +255,17 @@ impl ReplicaManager {
     }
 
     /// True if `producer_id` was handed out by the cluster (its block is committed).
+    ///
+    /// The block this broker holds counts too: the controller's answer to the allocation
+    /// can arrive before this broker's copy of the image includes it.
     pub fn is_allocated_producer_id(&self, producer_id: i64) -> bool {
-        producer_id >= 0 && producer_id < self.read_state().image.next_producer_id_block
+        let held_end = self
+            .producer_ids
+            .lock()
+            .expect("producer id lock poisoned")
+            .end;
+        producer_id >= 0
+            && producer_id < held_end.max(self.read_state().image.next_producer_id_block)
     }
 
     /// Waits for appends: the value changes after each one.
@@ -374,6 +395,11 @@ impl ReplicaManager {
             .filter_map(|p| p.log().map(|l| l.dir().to_path_buf()))
             .collect();
         drop(state);
+        self.image_applied.send_if_modified(|applied| {
+            let newer = index > *applied;
+            *applied = (*applied).max(index);
+            newer
+        });
         for partition in gone {
             if matches!(partition.role(), Role::Leader(_)) {
                 changes
@@ -558,4 +584,21 @@ pub fn leaders(image: &MetadataImage, topic: &str) -> BTreeMap<i32, i32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_block_counts_as_allocated_before_the_image_shows_it() {
+        let replicas = ReplicaManager::new(Arc::new(BrokerConfig::default()));
+        assert!(!replicas.is_allocated_producer_id(0));
+        replicas.add_producer_id_block(0, 1000);
+        assert_eq!(replicas.take_producer_id(), Some(0));
+        assert!(replicas.is_allocated_producer_id(0));
+        assert!(replicas.is_allocated_producer_id(999));
+        assert!(!replicas.is_allocated_producer_id(1000));
+        assert!(!replicas.is_allocated_producer_id(-1));
+    }
 }

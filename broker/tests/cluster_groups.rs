@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use bytes::Buf;
 use common::cluster::TestCluster;
 use common::{
-    admin_client, admin_options, base_config, block_on, producer, send, Delivery, RawClient,
-    TestProducer, OP_TIMEOUT,
+    admin_client, admin_options, base_config, block_on, producer, send, wait_for, Delivery,
+    RawClient, TestProducer, OP_TIMEOUT,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
@@ -72,17 +72,6 @@ fn create_topic(bootstrap: &str) {
         .expect("CreateTopics request failed");
     if let Err((topic, code)) = &results[0] {
         panic!("CreateTopics {topic} failed with {code:?}");
-    }
-}
-
-fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(50));
     }
 }
 

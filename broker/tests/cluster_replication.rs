@@ -14,13 +14,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::cluster::TestCluster;
+use common::cluster::{ClusterOptions, TestCluster};
 use common::{
     admin_client, admin_options, block_on, consume_partition, encode_records, producer, send,
-    Delivery, RawClient, TestProducer, OP_TIMEOUT,
+    wait_for, Delivery, RawClient, TestProducer, OP_TIMEOUT,
 };
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::producer::{BaseRecord, Producer};
@@ -37,17 +37,6 @@ fn create_replicated_topic(bootstrap: &str, name: &str) {
         .expect("CreateTopics request failed");
     if let Err((topic, code)) = &results[0] {
         panic!("CreateTopics {topic} failed with {code:?}");
-    }
-}
-
-fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -558,4 +547,46 @@ fn topics_describe_asks_each_partition_leader_for_its_offsets() {
         let cols: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cols.last(), Some(&end.to_string().as_str()), "{stdout}");
     }
+}
+
+/// A broker that is not a quorum voter (broker 3 of four; 0, 1 and 2 vote) is a full
+/// member otherwise: metadata changes sent to it are forwarded to the controller, it leads
+/// a partition, its kill -9 fails that partition over without losing an acknowledged
+/// write, and restarted it catches up from the metadata stream and rejoins the ISR.
+#[test]
+fn a_broker_that_is_not_a_voter_leads_fails_over_and_rejoins() {
+    const OBSERVED: &str = "observed";
+    let mut cluster = TestCluster::start_with(ClusterOptions::new(4).with_voters(3));
+    // Created through broker 3 alone, with broker 3 as the preferred leader.
+    let admin = admin_client(&cluster.addr(3).to_string());
+    let topic = NewTopic::new(OBSERVED, 1, TopicReplication::Variable(&[&[3, 0, 1]]))
+        .set("min.insync.replicas", "2");
+    let results = block_on(admin.create_topics([&topic], &admin_options()))
+        .expect("CreateTopics request failed");
+    assert!(
+        results[0].is_ok(),
+        "CreateTopics through broker 3: {results:?}"
+    );
+    assert_eq!(wait_for_agreement(&mut cluster, OBSERVED, &[0, 1, 3]), 3);
+
+    let load = Load::start(&cluster.bootstrap(), OBSERVED, 0);
+    load.wait_acked(1_000, OP_TIMEOUT);
+    cluster.kill9(3);
+    let new_leader = wait_for_agreement(&mut cluster, OBSERVED, &[0, 1]);
+    assert!([0, 1].contains(&new_leader), "leader {new_leader}");
+    let acked = load.acked();
+    load.wait_acked(acked + 1_000, OP_TIMEOUT);
+
+    cluster.restart(3);
+    wait_for_agreement(&mut cluster, OBSERVED, &[0, 1, 3]);
+    let acked = load.acked();
+    load.wait_acked(acked + 1_000, OP_TIMEOUT);
+    let deliveries = load.finish();
+    assert_acked_exactly_once(&cluster.running_bootstrap(), OBSERVED, &deliveries);
+    // Broker 3 followed the quorum and never led it.
+    let output = cluster.broker(3).output();
+    assert!(
+        output.contains("voter=false") && !output.contains("now the active controller"),
+        "broker 3 acted as a voter:\n{output}"
+    );
 }

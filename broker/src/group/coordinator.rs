@@ -39,7 +39,7 @@
 //! which keeps the log in the order of the in-memory changes. Kafka appends with acks=all:
 //! a client is answered only once the partition's high watermark covers the write, which
 //! the async methods wait for after the lock is released, for at most
-//! [`OFFSETS_COMMIT_TIMEOUT`]. A committed offset stays pending (invisible to OffsetFetch,
+//! `offsets.commit.timeout.ms` ([`CoordinatorConfig::offsets_commit_timeout`]). A committed offset stays pending (invisible to OffsetFetch,
 //! Kafka's `pendingOffsetCommits`) until then, so no client reads an offset that a failover
 //! could still take back. SyncGroup is answered once the group record with the new
 //! assignment is replicated. Group records written elsewhere (joins, leaves, timers) are not
@@ -67,10 +67,6 @@ use crate::server::replica_manager::{min_insync_replicas, now_ms, ApiError, Repl
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-
-/// How long a write to `__consumer_offsets` may take to reach every in-sync replica before
-/// the client is told to retry: Kafka's `offsets.commit.timeout.ms` default.
-pub const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a group request waits for its partition's groups to finish loading (after a
 /// leadership change or at start) before it is answered COORDINATOR_LOAD_IN_PROGRESS.
@@ -414,6 +410,9 @@ pub struct CoordinatorConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`.
     pub offsets_retention_check_interval_ms: u64,
+    /// `offsets.commit.timeout.ms`: how long a write to `__consumer_offsets` may take to
+    /// reach every in-sync replica before the client is told to retry.
+    pub offsets_commit_timeout: Duration,
 }
 
 /// The groups this broker coordinates.
@@ -671,7 +670,7 @@ impl GroupCoordinator {
         let Some(write) = write else {
             return response;
         };
-        match replicated(&write, Instant::now() + OFFSETS_COMMIT_TIMEOUT).await {
+        match replicated(&write, Instant::now() + self.config.offsets_commit_timeout).await {
             Ok(()) => response,
             Err(e) => SyncResponse::error(group_error(e)),
         }
@@ -1096,7 +1095,7 @@ impl GroupCoordinator {
         let Some((write, keys)) = written else {
             return codes;
         };
-        let outcome = replicated(&write, Instant::now() + OFFSETS_COMMIT_TIMEOUT).await;
+        let outcome = replicated(&write, Instant::now() + self.config.offsets_commit_timeout).await;
         {
             let mut state = self.lock();
             if let Some(entry) = state.groups.get_mut(&group_id) {
@@ -1282,7 +1281,7 @@ impl GroupCoordinator {
         })
         .await?;
         if let Some(write) = written {
-            replicated(&write, Instant::now() + OFFSETS_COMMIT_TIMEOUT)
+            replicated(&write, Instant::now() + self.config.offsets_commit_timeout)
                 .await
                 .map_err(offsets_error)?;
         }
@@ -1352,7 +1351,8 @@ impl GroupCoordinator {
             Err(code) => code,
             Ok(None) => NONE,
             Ok(Some(write)) => {
-                match replicated(&write, Instant::now() + OFFSETS_COMMIT_TIMEOUT).await {
+                match replicated(&write, Instant::now() + self.config.offsets_commit_timeout).await
+                {
                     Ok(()) => NONE,
                     Err(e) => offsets_error(e),
                 }
@@ -1603,6 +1603,7 @@ mod tests {
                 offset_metadata_max_bytes: 4096,
                 offsets_retention_ms: i64::MAX / 2,
                 offsets_retention_check_interval_ms: 60_000,
+                offsets_commit_timeout: Duration::from_secs(5),
             },
         ));
         (replicas, coordinator)

@@ -351,6 +351,9 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`: how often expired offsets are removed.
     pub offsets_retention_check_interval_ms: u64,
+    /// `offsets.commit.timeout.ms`: how long a write to `__consumer_offsets` may wait for
+    /// every in-sync replica before the client is told to retry.
+    pub offsets_commit_timeout_ms: u64,
 
     // ---- Cluster: metadata quorum, liveness, replication ----
     /// `controller.quorum.voters`: the Raft voters, broker id → `host:port` of their gRPC
@@ -433,6 +436,7 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: 4096,
             offsets_retention_ms: 10_080 * 60_000,
             offsets_retention_check_interval_ms: 600_000,
+            offsets_commit_timeout_ms: 5_000,
             controller_quorum_voters: BTreeMap::new(),
             controller_listener: Listener {
                 host: "127.0.0.1".into(),
@@ -500,6 +504,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "offsets.retention.minutes",
     "offsets.retention.ms",
     "offsets.retention.check.interval.ms",
+    "offsets.commit.timeout.ms",
     "controller.quorum.voters",
     "controller.listener",
     "controller.advertised.listener",
@@ -674,6 +679,10 @@ impl BrokerConfig {
         if let Some(v) = props.get("offsets.retention.check.interval.ms") {
             c.offsets_retention_check_interval_ms =
                 parse_num("offsets.retention.check.interval.ms", v, 1, i64::MAX)? as u64;
+        }
+        if let Some(v) = props.get("offsets.commit.timeout.ms") {
+            c.offsets_commit_timeout_ms =
+                parse_num("offsets.commit.timeout.ms", v, 1, int_max)? as u64;
         }
         c.parse_cluster_keys(props, hostname)?;
         if c.group.group_min_session_timeout_ms > c.group.group_max_session_timeout_ms {

@@ -230,6 +230,7 @@ impl Broker {
                 offset_metadata_max_bytes: config.offset_metadata_max_bytes,
                 offsets_retention_ms: config.offsets_retention_ms,
                 offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
+                offsets_commit_timeout: Duration::from_millis(config.offsets_commit_timeout_ms),
             },
         ));
         let ctx = Arc::new(BrokerContext {

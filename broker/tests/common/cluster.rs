@@ -64,6 +64,9 @@ pub struct ClusterOptions {
     /// Put a [`PartitionProxy`] in front of every controller listener, so that
     /// [`TestCluster::isolate`] works.
     pub proxies: bool,
+    /// How many of the brokers (the lowest ids) are quorum voters; the others follow the
+    /// metadata as brokers only. All of them when `None`.
+    pub voters: Option<usize>,
 }
 
 impl ClusterOptions {
@@ -73,6 +76,7 @@ impl ClusterOptions {
             overrides: Vec::new(),
             broker_overrides: BTreeMap::new(),
             proxies: false,
+            voters: None,
         }
     }
 
@@ -93,6 +97,12 @@ impl ClusterOptions {
 
     pub fn with_proxies(mut self) -> ClusterOptions {
         self.proxies = true;
+        self
+    }
+
+    /// Brokers `0..voters` form the quorum; the rest are not voters.
+    pub fn with_voters(mut self, voters: usize) -> ClusterOptions {
+        self.voters = Some(voters);
         self
     }
 }
@@ -331,7 +341,8 @@ impl ClusterBroker {
 // The cluster
 // ---------------------------------------------------------------------------------------
 
-/// N brokers on loopback, all voters of one quorum. Dropping it kills them (and prints
+/// N brokers on loopback, voters of one quorum (or the first few of them, see
+/// [`ClusterOptions::with_voters`]). Dropping it kills them (and prints
 /// their output when the test is panicking).
 pub struct TestCluster {
     brokers: Vec<ClusterBroker>,
@@ -372,9 +383,10 @@ impl TestCluster {
     }
 
     pub fn start_with(options: ClusterOptions) -> TestCluster {
+        let voters = options.voters.unwrap_or(options.brokers);
         assert!(
-            matches!(options.brokers, 1 | 3 | 5),
-            "a quorum has 1, 3 or 5 voters, not {}",
+            matches!(voters, 1 | 3 | 5) && voters <= options.brokers,
+            "a quorum has 1, 3 or 5 voters among the brokers, not {voters} of {}",
             options.brokers
         );
         let mut failures = Vec::new();
@@ -421,7 +433,7 @@ impl TestCluster {
                 None => SocketAddr::from(([127, 0, 0, 1], controller_ports[i])),
             }
         };
-        let voters = (0..n)
+        let voters = (0..options.voters.unwrap_or(n))
             .map(|i| format!("{i}@{}", dial_addr(i)))
             .collect::<Vec<_>>()
             .join(",");

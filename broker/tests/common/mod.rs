@@ -258,9 +258,6 @@ fn spawn_broker(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info");
-    }
     let mut child = cmd.spawn().map_err(|e| format!("spawn tributary: {e}"))?;
 
     let (tx, rx) = mpsc::channel::<SocketAddr>();
@@ -311,14 +308,28 @@ fn spawn_broker(
 // ---------------------------------------------------------------------------------------
 
 /// Polls `cond` until it is true; panics naming `what` once `timeout` has passed.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
+    if !poll(timeout, cond) {
+        panic!("timed out after {timeout:?} waiting until {what}");
+    }
+}
+
+/// [`wait_until`] for a condition named as a noun: `wait_for(t, "a new leader", ..)`.
+pub fn wait_for(timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
+    if !poll(timeout, cond) {
+        panic!("timed out after {timeout:?} waiting for {what}");
+    }
+}
+
+/// Checks `cond` every 25 ms until it holds (true) or `timeout` passes (false).
+fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if cond() {
-            return;
+            return true;
         }
         if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting until {what}");
+            return false;
         }
         thread::sleep(Duration::from_millis(25));
     }

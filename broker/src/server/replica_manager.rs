@@ -203,6 +203,40 @@ impl ReplicaManager {
         (state.image_index, state.image.clone())
     }
 
+    /// Opens the logs of the partitions `image` assigns to this broker that are not in
+    /// `hosted` yet. A log that cannot be opened is logged and left out.
+    fn open_new_replicas(
+        &self,
+        image: &MetadataImage,
+        hosted: &HashMap<(Uuid, i32), Arc<Partition>>,
+        now: i64,
+    ) -> HashMap<(Uuid, i32), Arc<Partition>> {
+        let me = self.config.broker_id;
+        let mut opened = HashMap::new();
+        for record in image.topics.values() {
+            let mut log_config = None;
+            for (p, assignment) in record.assignments.iter().enumerate() {
+                let key = (record.topic_id, p as i32);
+                if !assignment.replicas.contains(&me) || hosted.contains_key(&key) {
+                    continue;
+                }
+                let log_config = log_config.get_or_insert_with(|| {
+                    topic_config::log_config(&self.config.log, &record.configs)
+                });
+                match open_partition(&self.config.log_dir, record, key.1, log_config, me, now) {
+                    Ok(partition) => {
+                        opened.insert(key, partition);
+                    }
+                    Err(e) => tracing::error!(
+                        topic = %record.name, partition = key.1, error = %e,
+                        "cannot open partition log"
+                    ),
+                }
+            }
+        }
+        opened
+    }
+
     /// Waits until an image at least as new as Raft log index `index` is applied; false if
     /// `timeout` passes first.
     pub async fn wait_image(&self, index: u64, timeout: Duration) -> bool {
@@ -278,12 +312,22 @@ impl ReplicaManager {
     }
 
     /// Brings the hosted partitions in line with a committed image. Blocking (opens and
-    /// deletes logs): call from the blocking pool. Images older than the last applied one
-    /// are ignored.
+    /// deletes logs): call from the blocking pool, from one task at a time. Images older
+    /// than the last applied one are ignored.
     pub fn apply_image(&self, index: u64, image: Arc<MetadataImage>) -> ImageChanges {
         let me = self.config.broker_id;
         let now = now_ms();
         let mut changes = ImageChanges::default();
+        // New replicas' logs are opened (created, recovered) before the state is locked:
+        // that touches the disk, for each of possibly hundreds of partitions, while
+        // request handlers and heartbeats on the async runtime read the state.
+        let mut opened = {
+            let state = self.read_state();
+            if index < state.image_index {
+                return changes;
+            }
+            self.open_new_replicas(&image, &state.hosted, now)
+        };
         let mut state = self.write_state();
         if index < state.image_index {
             return changes;
@@ -310,20 +354,14 @@ impl ReplicaManager {
                         }
                         existing.clone()
                     }
-                    None => {
-                        match open_partition(&self.config.log_dir, record, p, &log_config, me, now)
-                        {
-                            Ok(partition) => partition,
-                            Err(e) => {
-                                tracing::error!(
-                                    topic = %record.name, partition = p, error = %e,
-                                    "cannot open partition log"
-                                );
-                                slots.push(None);
-                                continue;
-                            }
+                    None => match opened.remove(&key) {
+                        Some(partition) => partition,
+                        // Its log could not be opened (logged there).
+                        None => {
+                            slots.push(None);
+                            continue;
                         }
-                    }
+                    },
                 };
                 let was_leader = matches!(partition.role(), Role::Leader(_));
                 partition.apply_record(

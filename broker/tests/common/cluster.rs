@@ -29,10 +29,10 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::thread::{self, JoinHandle};
@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::metadata::Metadata;
 
+use super::process::BrokerProcess;
 use super::{base_config, RawClient, OP_TIMEOUT, STARTUP_TIMEOUT};
 
 /// How many times `start` tries fresh ports before giving up.
@@ -123,10 +124,8 @@ pub struct ClusterBroker {
     proxy: Option<PartitionProxy>,
     /// Every `--override` of its command line, replayed on restart.
     settings: Vec<(String, String)>,
-    child: Option<Child>,
-    /// Everything the broker wrote to stdout (prefixed `[stdout]`) and stderr, across
-    /// restarts; printed when a test panics.
-    output: Arc<Mutex<String>>,
+    /// The process, and everything it wrote across restarts (printed when a test panics).
+    process: BrokerProcess,
     /// Shared with every proxy: who is cut off, and which pid each broker has now.
     isolation: Arc<Isolation>,
 }
@@ -159,10 +158,7 @@ impl ClusterBroker {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .unwrap_or_else(|| panic!("broker {} is not running", self.id))
-            .id()
+        self.process.pid()
     }
 
     pub fn log_dir(&self) -> PathBuf {
@@ -188,69 +184,27 @@ impl ClusterBroker {
     }
 
     pub fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
+        self.process.output()
     }
 
     /// Started (and not killed by the harness) and has not exited.
     pub fn is_alive(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.process.is_alive()
     }
 
     /// Panics with the broker's output unless it is running.
     pub fn assert_alive(&mut self) {
-        if !self.is_alive() {
-            let status = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            panic!(
-                "broker {} is not running (status {status:?})\n{}",
-                self.id,
-                self.output()
-            );
-        }
+        self.process.assert_alive();
     }
 
     /// SIGKILL, then reap the process. A no-op when it is not running.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            self.note(&format!("kill -9 {}", child.id()));
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill9();
     }
 
     /// SIGTERM and wait (bounded) for the process to exit; returns its status.
     pub fn sigterm_and_wait(&mut self) -> ExitStatus {
-        let mut child = self
-            .child
-            .take()
-            .unwrap_or_else(|| panic!("broker {} is not running", self.id));
-        self.note(&format!("kill -TERM {}", child.id()));
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill -TERM");
-        assert!(status.success(), "kill -TERM {} failed", child.id());
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "broker {} did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
-                    self.id,
-                    self.output()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.process.sigterm_and_wait(STOP_TIMEOUT)
     }
 
     /// Starts it again on the same data directory and ports (killing it first if it
@@ -280,16 +234,12 @@ impl ClusterBroker {
     }
 
     fn note(&self, what: &str) {
-        append(
-            &self.output,
-            &format!("==== harness: broker {} {what}", self.id),
-        );
+        self.process.note(what);
     }
 
     fn spawn(&mut self) -> Result<mpsc::Receiver<SocketAddr>, String> {
-        let (child, listening) = spawn_broker(&self.settings, &self.output)?;
-        self.isolation.set_pid(self.id, child.id());
-        self.child = Some(child);
+        let listening = self.process.spawn(&self.settings)?;
+        self.isolation.set_pid(self.id, self.process.pid());
         // A connection the new process opened before its pid was known got through an
         // isolation; cut it now that the pid is known.
         if self.isolation.is_isolated(self.id) {
@@ -304,31 +254,14 @@ impl ClusterBroker {
         listening: &mpsc::Receiver<SocketAddr>,
         deadline: Instant,
     ) -> Result<(), String> {
-        loop {
-            match listening.recv_timeout(Duration::from_millis(50)) {
-                Ok(addr) if addr.port() != self.kafka_addr.port() => {
-                    return Err(format!(
-                        "listening on {addr}, expected port {}",
-                        self.kafka_addr.port()
-                    ));
-                }
-                Ok(_) => return Ok(()),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                // Its stdout closed: it is exiting; wait for the status below.
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    thread::sleep(Duration::from_millis(20))
-                }
-            }
-            let child = self.child.as_mut().expect("spawned");
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Err(format!("exited before listening: {status}"));
-            }
-            if Instant::now() > deadline {
-                self.kill9();
-                return Err(format!("no `listening on` line within {STARTUP_TIMEOUT:?}"));
-            }
+        let addr = self.process.wait_listening(listening, deadline)?;
+        if addr.port() != self.kafka_addr.port() {
+            return Err(format!(
+                "listening on {addr}, expected port {}",
+                self.kafka_addr.port()
+            ));
         }
+        Ok(())
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), String> {
@@ -482,8 +415,7 @@ impl TestCluster {
                 controller_listener,
                 proxy,
                 settings,
-                child: None,
-                output: Arc::new(Mutex::new(String::new())),
+                process: BrokerProcess::new(format!("broker {id}")),
                 isolation: isolation.clone(),
             });
         }
@@ -532,7 +464,7 @@ impl TestCluster {
 
     /// The Kafka addresses of the brokers the harness has not stopped.
     pub fn running_bootstrap(&self) -> String {
-        join_addrs(self.brokers.iter().filter(|b| b.child.is_some()))
+        join_addrs(self.brokers.iter().filter(|b| b.process.is_started()))
     }
 
     pub fn broker(&mut self, id: i32) -> &mut ClusterBroker {
@@ -573,7 +505,7 @@ impl TestCluster {
     /// Panics unless every broker the harness started is still running.
     pub fn assert_all_alive(&mut self) {
         for b in &mut self.brokers {
-            if b.child.is_some() {
+            if b.process.is_started() {
                 b.assert_alive();
             }
         }
@@ -726,54 +658,6 @@ pub fn free_ports(count: usize) -> Vec<u16> {
         .iter()
         .map(|l| l.local_addr().expect("local address").port())
         .collect()
-}
-
-fn append(output: &Arc<Mutex<String>>, line: &str) {
-    let mut out = output.lock().unwrap();
-    out.push_str(line);
-    out.push('\n');
-}
-
-/// Spawns `tributary broker` with `settings` as overrides; stdout and stderr go into
-/// `output`, and the address of its `listening on` line into the returned channel.
-fn spawn_broker(
-    settings: &[(String, String)],
-    output: &Arc<Mutex<String>>,
-) -> Result<(Child, mpsc::Receiver<SocketAddr>), String> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
-    cmd.arg("broker");
-    for (k, v) in settings {
-        cmd.arg("--override").arg(format!("{k}={v}"));
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("spawn tributary: {e}"))?;
-    let (tx, rx) = mpsc::channel::<SocketAddr>();
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let out = output.clone();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            // Recorded before it is reported, so a test sees the line once start returns.
-            append(&out, &format!("[stdout] {line}"));
-            if let Some(rest) = line.split(" listening on ").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap_or("");
-                if let Ok(addr) = addr.trim_start_matches("PLAINTEXT://").parse() {
-                    let _ = tx.send(addr);
-                }
-            }
-        }
-    });
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let out = output.clone();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            append(&out, &line);
-        }
-    });
-    Ok((child, rx))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -15,12 +15,11 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -39,6 +38,8 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use self::process::BrokerProcess;
+
 /// How long a broker may take to print its `listening on` line.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default deadline for one client operation or one awaited condition.
@@ -54,11 +55,10 @@ pub struct TestBroker {
     dir: tempfile::TempDir,
     /// Extra `--override key=value` pairs, replayed on restart.
     overrides: Vec<(String, String)>,
-    child: Option<Child>,
-    addr: SocketAddr,
-    /// Everything the broker wrote to stdout and stderr, across restarts; printed when a
+    /// The process and everything it wrote, across restarts; the output is printed when a
     /// test panics so a failure shows the broker's side of the story.
-    output: Arc<Mutex<String>>,
+    process: BrokerProcess,
+    addr: SocketAddr,
 }
 
 impl TestBroker {
@@ -73,17 +73,17 @@ impl TestBroker {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let output = Arc::new(Mutex::new(String::new()));
         let log_dir = dir.path().join("data");
         std::fs::create_dir_all(&log_dir).expect("create log dir");
-        let (child, addr) = spawn_broker(&log_dir, &overrides, None, &output)
-            .unwrap_or_else(|e| panic!("broker failed to start: {e}\n{}", output.lock().unwrap()));
+        let mut process = BrokerProcess::new("broker");
+        let addr = process
+            .start(&broker_settings(&log_dir, &overrides, None))
+            .unwrap_or_else(|e| panic!("broker failed to start: {e}\n{}", process.output()));
         TestBroker {
             dir,
             overrides,
-            child: Some(child),
+            process,
             addr,
-            output,
         }
     }
 
@@ -96,7 +96,7 @@ impl TestBroker {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("broker is running").id()
+        self.process.pid()
     }
 
     /// The broker's `log.dirs`.
@@ -111,95 +111,50 @@ impl TestBroker {
 
     /// Broker output so far (stdout and stderr interleaved by line).
     pub fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
+        self.process.output()
     }
 
     /// True while the child process has not exited.
     pub fn is_alive(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.process.is_alive()
     }
 
     /// Panics with the broker's output unless the process is still running.
     pub fn assert_alive(&mut self) {
-        if !self.is_alive() {
-            let status = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            panic!(
-                "broker process is not running (status {status:?})\n{}",
-                self.output()
-            );
-        }
+        self.process.assert_alive();
     }
 
     /// SIGKILL, then reap the process.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill9();
     }
 
     /// SIGTERM and wait (bounded) for the process to exit; returns its status.
     pub fn sigterm_and_wait(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("broker is running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill -TERM");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "broker did not exit within 30 s of SIGTERM\n{}",
-                    self.output()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.process.sigterm_and_wait(Duration::from_secs(30))
     }
 
     /// Starts the broker again on the same data directory, on the same port when it is
     /// still free (so clients created before the restart reconnect on their own).
     pub fn restart(&mut self) {
-        if self.child.is_some() {
-            self.kill9();
-        }
+        self.process.kill9();
         let port = self.addr.port();
-        append_output(
-            &self.output,
-            &format!("==== harness: restarting broker on port {port}"),
-        );
+        self.process.note(&format!("restarting on port {port}"));
         let log_dir = self.log_dir();
-        match spawn_broker(&log_dir, &self.overrides, Some(port), &self.output) {
-            Ok((child, addr)) => {
-                self.child = Some(child);
-                self.addr = addr;
-            }
+        let settings = broker_settings(&log_dir, &self.overrides, Some(port));
+        self.addr = match self.process.start(&settings) {
+            Ok(addr) => addr,
             Err(first) => {
                 // The old port may have been taken by someone else in the meantime.
-                append_output(
-                    &self.output,
-                    &format!(
-                        "==== harness: restart on port {port} failed ({first}); trying port 0"
-                    ),
-                );
-                let (child, addr) = spawn_broker(&log_dir, &self.overrides, Some(0), &self.output)
-                    .unwrap_or_else(|e| panic!("broker failed to restart: {e}\n{}", self.output()));
-                self.child = Some(child);
-                self.addr = addr;
+                self.process.note(&format!(
+                    "restart on port {port} failed ({first}); trying port 0"
+                ));
+                let settings = broker_settings(&log_dir, &self.overrides, Some(0));
+                self.process
+                    .start(&settings)
+                    .unwrap_or_else(|e| panic!("broker failed to restart: {e}\n{}", self.output()))
             }
-        }
+        };
     }
 }
 
@@ -216,20 +171,14 @@ impl Drop for TestBroker {
     }
 }
 
-fn append_output(output: &Arc<Mutex<String>>, line: &str) {
-    let mut out = output.lock().unwrap();
-    out.push_str(line);
-    out.push('\n');
-}
-
-/// Spawns the binary and waits for its `listening on <addr>` line. `port`: `None` binds
-/// port 0 unless the caller overrides `listeners`; `Some(p)` forces `127.0.0.1:p`.
-fn spawn_broker(
+/// The command-line overrides of a single broker: the harness defaults, then `overrides`.
+/// `port`: `None` binds port 0 unless `overrides` sets `listeners`; `Some(p)` forces
+/// `127.0.0.1:p`.
+fn broker_settings(
     log_dir: &Path,
     overrides: &[(String, String)],
     port: Option<u16>,
-    output: &Arc<Mutex<String>>,
-) -> Result<(Child, SocketAddr), String> {
+) -> Vec<(String, String)> {
     let mut settings: Vec<(String, String)> = vec![
         ("log.dirs".into(), log_dir.display().to_string()),
         ("listeners".into(), "PLAINTEXT://127.0.0.1:0".into()),
@@ -250,57 +199,7 @@ fn spawn_broker(
             .unwrap()
             .1 = listeners;
     }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
-    cmd.arg("broker");
-    for (k, v) in &settings {
-        cmd.arg("--override").arg(format!("{k}={v}"));
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("spawn tributary: {e}"))?;
-
-    let (tx, rx) = mpsc::channel::<SocketAddr>();
-    let stdout = child.stdout.take().unwrap();
-    let out = output.clone();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let addr_text = rest.split_whitespace().next().unwrap_or("");
-                let addr_text = addr_text.trim_start_matches("PLAINTEXT://");
-                let addr_text = addr_text.trim_end_matches(|c: char| !c.is_ascii_digit());
-                if let Ok(addr) = addr_text.parse::<SocketAddr>() {
-                    let _ = tx.send(addr);
-                }
-            }
-            append_output(&out, &format!("[stdout] {line}"));
-        }
-    });
-    let stderr = child.stderr.take().unwrap();
-    let out = output.clone();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            append_output(&out, &line);
-        }
-    });
-
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(addr) => return Ok((child, addr)),
-            Err(mpsc::RecvTimeoutError::Disconnected) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("broker exited before listening: {status}"));
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("no `listening on` line within {STARTUP_TIMEOUT:?}"));
-        }
-    }
+    settings
 }
 
 // ---------------------------------------------------------------------------------------
@@ -984,4 +883,5 @@ impl RawClient {
     }
 }
 pub mod cluster;
+pub mod process;
 pub mod proxy;

@@ -39,12 +39,12 @@
 //! which keeps the log in the order of the in-memory changes. Kafka appends with acks=all:
 //! a client is answered only once the partition's high watermark covers the write, which
 //! the async methods wait for after the lock is released, for at most
-//! `offsets.commit.timeout.ms` ([`CoordinatorConfig::offsets_commit_timeout`]). A committed offset stays pending (invisible to OffsetFetch,
-//! Kafka's `pendingOffsetCommits`) until then, so no client reads an offset that a failover
-//! could still take back. SyncGroup is answered once the group record with the new
-//! assignment is replicated. Group records written elsewhere (joins, leaves, timers) are not
-//! waited for: whatever follows them in the partition's log waits for a high watermark
-//! that covers them too.
+//! `offsets.commit.timeout.ms` ([`CoordinatorConfig::offsets_commit_timeout`]). A committed
+//! offset stays pending (invisible to OffsetFetch, Kafka's `pendingOffsetCommits`) until
+//! then, so no client reads an offset that a failover could still take back. SyncGroup is
+//! answered once the group record with the new assignment is replicated. Group records
+//! written elsewhere (joins, leaves, timers) are not waited for: whatever follows them in
+//! the partition's log waits for a high watermark that covers them too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

@@ -97,15 +97,7 @@ mod tests {
             configs: Default::default(),
             assignments: assignments
                 .iter()
-                .map(|r| PartitionRecord {
-                    replicas: r.to_vec(),
-                    isr: Vec::new(),
-                    leader: NO_LEADER,
-                    leader_epoch: 0,
-                    partition_epoch: 0,
-                    adding_replicas: Vec::new(),
-                    removing_replicas: Vec::new(),
-                })
+                .map(|r| PartitionRecord::unplaced(r.to_vec()))
                 .collect(),
         };
         apply(image, &Command::CreateTopic { topic }).unwrap();

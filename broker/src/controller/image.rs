@@ -246,6 +246,20 @@ impl MetadataImage {
 }
 
 impl PartitionRecord {
+    /// A record carrying only its replicas, as proposed for a new partition; `apply` sets
+    /// the ISR and leader.
+    pub fn unplaced(replicas: Vec<i32>) -> PartitionRecord {
+        PartitionRecord {
+            replicas,
+            isr: Vec::new(),
+            leader: NO_LEADER,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+        }
+    }
+
     /// A reassignment is in progress.
     pub fn is_reassigning(&self) -> bool {
         !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()

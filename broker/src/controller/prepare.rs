@@ -137,7 +137,10 @@ pub fn create_topic(
             topic_id,
             partitions: assignments.len() as i32,
             configs,
-            assignments: assignments.into_iter().map(unplaced).collect(),
+            assignments: assignments
+                .into_iter()
+                .map(PartitionRecord::unplaced)
+                .collect(),
         },
     })
 }
@@ -523,19 +526,6 @@ fn too_many_partitions(requested: usize) -> CommandError {
         ResponseError::InvalidPartitions,
         format!("{requested} new partitions requested; at most {MAX_NEW_PARTITIONS} can be created at once"),
     )
-}
-
-/// A partition record carrying only its replicas; `apply` sets the ISR and leader.
-fn unplaced(replicas: Vec<i32>) -> PartitionRecord {
-    PartitionRecord {
-        replicas,
-        isr: Vec::new(),
-        leader: NO_LEADER,
-        leader_epoch: 0,
-        partition_epoch: 0,
-        adding_replicas: Vec::new(),
-        removing_replicas: Vec::new(),
-    }
 }
 
 #[cfg(test)]

@@ -39,3 +39,19 @@ if ! "$venv/bin/python" -c 'import kafka' >/dev/null 2>&1; then
   fi
   "$venv/bin/pip" install -q kafka-python==3.0.12
 fi
+
+# The Kubernetes test bed (scripts/k8s-testenv.sh, e2e/testenv/README.md): openssl makes its
+# certificates, curl probes it, and its binaries are built from Go modules into a cache
+# outside the clone, ~/.cache/tributary/k8s-testenv (long the first time on a machine, then
+# nothing). It needs Go >= 1.26.
+need_apt=()
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}"
+fi
+"$(dirname "$0")/k8s-testenv.sh" build >/dev/null

@@ -6,7 +6,7 @@
 //! | [`kafka`] | the Kafka protocol: framing, decoding, one handler module per API family |
 //! | [`controller`] | cluster metadata: topics, their ids, partitions and configs |
 //! | [`group`] | consumer groups: the classic-protocol membership state machine |
-//! | [`cli`] | the admin command line (`tributary topics ...`): a blocking `kafka-protocol` client |
+//! | [`cli`] | the admin command line (`tributary topics ...`) on the `tributary-admin` client |
 //! | [`devcluster`] | `tributary dev --brokers N`: runs and supervises N local broker processes |
 //! | [`server`] | process wiring: configuration, listener, partitions, background tasks, shutdown |
 

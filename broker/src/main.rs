@@ -174,8 +174,8 @@ fn dev_cluster(spec: tributary::devcluster::DevClusterSpec) -> anyhow::Result<()
         .context("dev cluster")
 }
 
-/// The admin CLI: a short-lived blocking client that needs no runtime. Errors, including
-/// Kafka error codes, go to stderr and exit with status 1.
+/// The admin CLI: a short-lived client of `tributary-admin` on a current-thread runtime of
+/// its own. Errors, including Kafka error codes, go to stderr and exit with status 1.
 fn admin(result: tributary::cli::Result<()>) -> ! {
     match result {
         Ok(()) => std::process::exit(0),

@@ -2,56 +2,45 @@
 //! elections, in the spirit of Kafka's `kafka-reassign-partitions.sh` and
 //! `kafka-leader-election.sh`.
 //!
-//! | subcommand | requests |
+//! | subcommand | calls (requests) |
 //! |---|---|
-//! | `describe` | Metadata (all topics), ListPartitionReassignments |
-//! | `reassign --topic T --partition P --replicas 1,2,3` / `--cancel` | AlterPartitionReassignments |
-//! | `reassignments` | ListPartitionReassignments |
-//! | `drain BROKER`, `rebalance` | Metadata, ListPartitionReassignments, then AlterPartitionReassignments |
-//! | `elect-leaders [--topic T]` | ElectLeaders (PREFERRED) |
+//! | `describe` | `describe_cluster` (DescribeCluster, Metadata), `describe_topics` (Metadata), `list_partition_reassignments` |
+//! | `reassign --topic T --partition P --replicas 1,2,3` / `--cancel` | `alter_partition_reassignments` |
+//! | `reassignments` | `list_partition_reassignments` |
+//! | `drain BROKER`, `rebalance` | as `describe`, then `alter_partition_reassignments` |
+//! | `elect-leaders [--topic T]` | `elect_leaders` (ElectLeaders, PREFERRED) |
 //!
 //! Only Kafka APIs are used, so every subcommand works against any broker. `drain` and
-//! `rebalance` plan on the client: the Metadata response (brokers, racks, replicas, ISR)
-//! and the reassignments in progress are turned back into a [`MetadataImage`], and the
-//! controller's own planners run on it, so the CLI moves replicas exactly as the broker
-//! would:
+//! `rebalance` plan on the client: the admin client's descriptions of the cluster
+//! (brokers, racks, fencing), the topics (replicas, ISR) and the reassignments in progress
+//! are turned back into a [`MetadataImage`], and the controller's own planners run on it,
+//! so the CLI moves replicas exactly as the broker would:
 //!
 //! ```text
-//! Metadata + ListPartitionReassignments ─> image_from_metadata ─> prepare::drain / rebalance
-//!    ─> plan (printed; --dry-run stops here) ─> AlterPartitionReassignments
-//!    ─> --wait: poll ListPartitionReassignments until none of the plan's partitions is
-//!       listed ─> ElectLeaders (PREFERRED) for them
+//! describe_cluster + describe_topics + list_partition_reassignments
+//!    ─> image_from_descriptions ─> prepare::drain / rebalance
+//!    ─> plan (printed; --dry-run stops here) ─> alter_partition_reassignments
+//!    ─> --wait: poll list_partition_reassignments_of until none of the plan's partitions
+//!       is listed ─> elect_leaders (PREFERRED) for them
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::alter_partition_reassignments_request::{
-    AlterPartitionReassignmentsRequest, ReassignablePartition, ReassignableTopic,
+use tributary_admin::{
+    Admin, ClusterDescription, Election, ElectionType, OngoingReassignment, TopicDescription,
+    TopicPartition,
 };
-use kafka_protocol::messages::elect_leaders_request::{ElectLeadersRequest, TopicPartitions};
-use kafka_protocol::messages::list_partition_reassignments_request::{
-    ListPartitionReassignmentsRequest, ListPartitionReassignmentsTopics,
-};
-use kafka_protocol::messages::list_partition_reassignments_response::OngoingTopicReassignment;
-use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, MetadataResponse};
-use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::client::AdminClient;
-use super::topics::{metadata, table, topic_name};
-use super::{check, Error, Result};
+use super::topics::table;
+use super::{unknown_topic, Error, Result};
 use crate::controller::{prepare, BrokerRecord, Command, MetadataImage, PartitionRecord};
 use crate::controller::{TopicRecord, NO_LEADER};
 
-/// Server-side timeout sent with AlterPartitionReassignments and ElectLeaders; below the
-/// client's socket timeout so the broker answers before the client gives up.
-const REQUEST_TIMEOUT_MS: i32 = 8_000;
 /// How often `--wait` asks whether the reassignments are done.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
-/// `ElectionType.PREFERRED`.
-const ELECTION_PREFERRED: i8 = 0;
 
 /// `tributary cluster`: arguments shared by every subcommand, then the subcommand.
 #[derive(Debug, clap::Args)]
@@ -148,137 +137,118 @@ pub struct Move {
 /// Runs one `cluster` subcommand, writing its output to `out` as it goes (a `--wait` can
 /// take a while, and the plan should be on screen before it starts).
 pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<()> {
-    let mut client = AdminClient::connect(&args.bootstrap.bootstrap_server)?;
-    match args.command {
-        ClusterCommand::Describe => {
-            let lines = describe(&mut client)?;
-            super::print_lines(out, lines);
-            Ok(())
-        }
-        ClusterCommand::Reassign(args) => reassign(&mut client, &args, out),
-        ClusterCommand::Reassignments => {
-            let lines = reassignments(&mut client)?;
-            super::print_lines(out, lines);
-            Ok(())
-        }
-        ClusterCommand::Drain(args) => {
-            let image = current_image(&mut client)?;
-            if !image.brokers.contains_key(&args.broker) {
-                return Err(Error::Command(format!(
-                    "broker {} is not in the cluster: Metadata lists brokers {:?} and no partition has a replica on it",
-                    args.broker,
-                    image.live_brokers().map(|b| b.id).collect::<Vec<_>>()
-                )));
+    super::block_on(async {
+        let admin = super::connect(&args.bootstrap.bootstrap_server).await?;
+        match args.command {
+            ClusterCommand::Describe => {
+                let lines = describe(&admin).await?;
+                super::print_lines(out, lines);
+                Ok(())
             }
-            let commands = prepare::drain(&image, args.broker).map_err(|e| {
-                Error::Command(format!(
-                    "cannot drain broker {}: {}",
-                    args.broker, e.message
-                ))
-            })?;
-            let moves = moves(&image, commands);
-            if moves.is_empty() {
-                super::print_lines(
-                    out,
-                    vec![format!(
-                        "Broker {} holds no replicas; nothing to move.",
-                        args.broker
-                    )],
+            ClusterCommand::Reassign(args) => reassign(&admin, &args, out).await,
+            ClusterCommand::Reassignments => {
+                let lines = reassignments(&admin).await?;
+                super::print_lines(out, lines);
+                Ok(())
+            }
+            ClusterCommand::Drain(args) => {
+                let image = current_image(&admin).await?;
+                if !image.brokers.contains_key(&args.broker) {
+                    return Err(Error::Command(format!(
+                        "broker {} is not in the cluster: Metadata lists brokers {:?} and no partition has a replica on it",
+                        args.broker,
+                        image.live_brokers().map(|b| b.id).collect::<Vec<_>>()
+                    )));
+                }
+                let commands = prepare::drain(&image, args.broker).map_err(|e| {
+                    Error::Command(format!(
+                        "cannot drain broker {}: {}",
+                        args.broker, e.message
+                    ))
+                })?;
+                let moves = moves(&image, commands);
+                if moves.is_empty() {
+                    super::print_lines(
+                        out,
+                        vec![format!(
+                            "Broker {} holds no replicas; nothing to move.",
+                            args.broker
+                        )],
+                    );
+                    return Ok(());
+                }
+                let title = format!(
+                    "Plan: move {} replica(s) off broker {}",
+                    moves.len(),
+                    args.broker
                 );
-                return Ok(());
+                super::print_lines(out, plan_lines(&image, &title, &moves));
+                carry_out(&admin, &moves, args.dry_run, &args.wait, out).await
             }
-            let title = format!(
-                "Plan: move {} replica(s) off broker {}",
-                moves.len(),
-                args.broker
-            );
-            super::print_lines(out, plan_lines(&image, &title, &moves));
-            carry_out(&mut client, &moves, args.dry_run, &args.wait, out)
-        }
-        ClusterCommand::Rebalance(args) => {
-            let image = current_image(&mut client)?;
-            let moves = moves(&image, prepare::rebalance(&image));
-            if moves.is_empty() {
-                super::print_lines(
-                    out,
-                    vec!["Replicas are spread evenly already; nothing to move.".to_string()],
-                );
-                return Ok(());
+            ClusterCommand::Rebalance(args) => {
+                let image = current_image(&admin).await?;
+                let moves = moves(&image, prepare::rebalance(&image));
+                if moves.is_empty() {
+                    super::print_lines(
+                        out,
+                        vec!["Replicas are spread evenly already; nothing to move.".to_string()],
+                    );
+                    return Ok(());
+                }
+                let title = format!("Plan: reassign {} partition(s)", moves.len());
+                super::print_lines(out, plan_lines(&image, &title, &moves));
+                carry_out(&admin, &moves, args.dry_run, &args.wait, out).await
             }
-            let title = format!("Plan: reassign {} partition(s)", moves.len());
-            super::print_lines(out, plan_lines(&image, &title, &moves));
-            carry_out(&mut client, &moves, args.dry_run, &args.wait, out)
-        }
-        ClusterCommand::ElectLeaders { topic, partition } => {
-            let partitions = match topic {
-                None => None,
-                Some(topic) => Some(match partition {
-                    Some(p) => vec![(topic, p)],
-                    None => topic_partitions(&mut client, &topic)?,
-                }),
-            };
-            let (lines, failures) = elect_leaders(&mut client, partitions.as_deref())?;
-            super::print_lines(out, lines);
-            match failures.is_empty() {
-                true => Ok(()),
-                false => Err(Error::Command(format!(
-                    "{} partition(s) could not be elected: {}",
-                    failures.len(),
-                    failures.join("; ")
-                ))),
+            ClusterCommand::ElectLeaders { topic, partition } => {
+                let partitions = match topic {
+                    None => None,
+                    Some(topic) => Some(match partition {
+                        Some(p) => vec![TopicPartition::new(topic, p)],
+                        None => topic_partitions(&admin, &topic).await?,
+                    }),
+                };
+                let (lines, failures) = elect_leaders(&admin, partitions.as_deref()).await?;
+                super::print_lines(out, lines);
+                match failures.is_empty() {
+                    true => Ok(()),
+                    false => Err(Error::Command(format!(
+                        "{} partition(s) could not be elected: {}",
+                        failures.len(),
+                        failures.join("; ")
+                    ))),
+                }
             }
         }
-    }
+    })
 }
 
 // ---------------------------------------------------------------------------------------
-// The image, as Metadata shows it
+// The image, as the admin client describes it
 // ---------------------------------------------------------------------------------------
 
-/// The cluster as the bootstrap broker sees it: Metadata for every topic plus the
-/// reassignments in progress.
-fn current_image(client: &mut AdminClient) -> Result<MetadataImage> {
-    let response = metadata(client, None)?;
-    let ongoing = list_reassignments(client, None)?;
-    let mut image = image_from_metadata(&response, &ongoing);
-    mark_fenced(client, &mut image)?;
-    Ok(image)
+/// The cluster as the admin client describes it: brokers (fenced ones included), every
+/// topic and the reassignments in progress.
+async fn current_image(admin: &Admin) -> Result<MetadataImage> {
+    let cluster = admin.describe_cluster().await?;
+    let topics = admin.describe_topics(None).await?;
+    let ongoing = admin.list_partition_reassignments().await?;
+    Ok(image_from_descriptions(&cluster, &topics, &ongoing))
 }
 
-/// Metadata lists fenced brokers too (so clients keep their state for them); DescribeCluster
-/// lists the unfenced ones only. A broker in the image that DescribeCluster leaves out is
-/// fenced.
-fn mark_fenced(client: &mut AdminClient, image: &mut MetadataImage) -> Result<()> {
-    let (response, _) = client.send(DescribeClusterRequest::default())?;
-    check(
-        "DescribeCluster",
-        response.error_code,
-        response.error_message.as_deref(),
-    )?;
-    let live: BTreeSet<i32> = response.brokers.iter().map(|b| b.broker_id.0).collect();
-    for broker in image.brokers.values_mut() {
-        broker.fenced = !live.contains(&broker.id);
-    }
-    Ok(())
-}
-
-/// Rebuilds a [`MetadataImage`] from a Metadata response and the reassignments in
-/// progress, for the controller's planners.
+/// Rebuilds a [`MetadataImage`] from the admin client's descriptions of the cluster, its
+/// topics and the reassignments in progress, for the controller's planners.
 ///
-/// Metadata lists only unfenced brokers; a broker that partitions name as a replica but
-/// that is not listed is added as fenced (it may neither lead nor take new replicas).
-/// What Metadata does not carry is left out: controlled shutdowns (such a broker looks
-/// live), partition epochs and topic configs, none of which the planners read.
-pub fn image_from_metadata(
-    metadata: &MetadataResponse,
-    ongoing: &[OngoingTopicReassignment],
+/// A broker that partitions name as a replica but that the cluster description leaves out
+/// is added as fenced (it may neither lead nor take new replicas). What the descriptions
+/// do not carry is left out: controlled shutdowns (such a broker looks live), partition
+/// epochs and topic configs, none of which the planners read.
+pub fn image_from_descriptions(
+    cluster: &ClusterDescription,
+    topics: &[TopicDescription],
+    ongoing: &[OngoingReassignment],
 ) -> MetadataImage {
     let mut image = MetadataImage {
-        cluster_id: metadata
-            .cluster_id
-            .as_ref()
-            .map(|c| c.to_string())
-            .unwrap_or_default(),
+        cluster_id: cluster.cluster_id.clone(),
         ..MetadataImage::default()
     };
     let broker =
@@ -292,75 +262,41 @@ pub fn image_from_metadata(
             fenced,
             shutting_down: false,
         };
-    for b in &metadata.brokers {
+    for b in &cluster.brokers {
         image.brokers.insert(
-            b.node_id.0,
-            broker(
-                b.node_id.0,
-                b.host.to_string(),
-                b.port,
-                b.rack.as_ref().map(|r| r.to_string()),
-                false,
-            ),
+            b.id,
+            broker(b.id, b.host.clone(), b.port, b.rack.clone(), b.fenced),
         );
     }
-    // (topic, partition) -> (adding, removing)
-    let moving: BTreeMap<(&str, i32), AddingRemoving> = ongoing
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(move |p| {
-                (
-                    (t.name.0.as_str(), p.partition_index),
-                    (ids(&p.adding_replicas), ids(&p.removing_replicas)),
-                )
-            })
-        })
-        .collect();
-    for t in &metadata.topics {
-        let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else {
-            continue;
-        };
+    let moving: BTreeMap<&TopicPartition, &OngoingReassignment> =
+        ongoing.iter().map(|o| (&o.tp, o)).collect();
+    for t in topics {
         if t.partitions.is_empty() {
             continue;
         }
         let count = t
             .partitions
             .iter()
-            .map(|p| p.partition_index + 1)
+            .map(|p| p.partition + 1)
             .max()
             .unwrap_or(0)
             .max(0) as usize;
-        let mut assignments = vec![
-            PartitionRecord {
-                replicas: Vec::new(),
-                isr: Vec::new(),
-                leader: NO_LEADER,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                adding_replicas: Vec::new(),
-                removing_replicas: Vec::new(),
-            };
-            count
-        ];
+        let mut assignments = vec![PartitionRecord::unplaced(Vec::new()); count];
         for p in &t.partitions {
-            let Some(slot) = usize::try_from(p.partition_index)
+            let Some(slot) = usize::try_from(p.partition)
                 .ok()
                 .and_then(|i| assignments.get_mut(i))
             else {
                 continue;
             };
             let (adding, removing) = moving
-                .get(&(name.as_str(), p.partition_index))
-                .cloned()
+                .get(&TopicPartition::new(t.name.as_str(), p.partition))
+                .map(|o| (o.adding.clone(), o.removing.clone()))
                 .unwrap_or_default();
             *slot = PartitionRecord {
-                replicas: ids(&p.replica_nodes),
-                isr: ids(&p.isr_nodes),
-                leader: if p.leader_id.0 >= 0 {
-                    p.leader_id.0
-                } else {
-                    NO_LEADER
-                },
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                leader: p.leader.unwrap_or(NO_LEADER),
                 leader_epoch: p.leader_epoch,
                 partition_epoch: 0,
                 adding_replicas: adding,
@@ -374,9 +310,9 @@ pub fn image_from_metadata(
                 .or_insert_with(|| broker(*r, String::new(), -1, None, true));
         }
         image.topics.insert(
-            name.clone(),
+            t.name.clone(),
             TopicRecord {
-                name,
+                name: t.name.clone(),
                 topic_id: t.topic_id,
                 partitions: count as i32,
                 configs: Default::default(),
@@ -385,13 +321,6 @@ pub fn image_from_metadata(
         );
     }
     image
-}
-
-/// Replicas a reassignment adds and removes.
-type AddingRemoving = (Vec<i32>, Vec<i32>);
-
-fn ids(brokers: &[BrokerId]) -> Vec<i32> {
-    brokers.iter().map(|b| b.0).collect()
 }
 
 /// The planners' `Reassign` commands as moves from the current replicas.
@@ -450,19 +379,19 @@ pub fn partition_issues(p: &PartitionRecord) -> Vec<&'static str> {
     issues
 }
 
-fn describe(client: &mut AdminClient) -> Result<Vec<String>> {
-    let response = metadata(client, None)?;
+async fn describe(admin: &Admin) -> Result<Vec<String>> {
+    let cluster = admin.describe_cluster().await?;
+    let topics = admin.describe_topics(None).await?;
     // A broker without the API (older than Kafka 2.4) has no reassignments to show.
-    let ongoing = match list_reassignments(client, None) {
+    let ongoing = match admin.list_partition_reassignments().await {
         Ok(ongoing) => ongoing,
-        Err(Error::UnsupportedApi { .. }) => Vec::new(),
-        Err(e) => return Err(e),
+        Err(tributary_admin::Error::UnsupportedApi { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
     };
-    let mut image = image_from_metadata(&response, &ongoing);
-    mark_fenced(client, &mut image)?;
-    let controller = match response.controller_id.0 {
-        id if id >= 0 => id.to_string(),
-        _ => "none".to_string(),
+    let image = image_from_descriptions(&cluster, &topics, &ongoing);
+    let controller = match cluster.controller_id {
+        Some(id) => id.to_string(),
+        None => "none".to_string(),
     };
     let cluster_id = if image.cluster_id.is_empty() {
         "-"
@@ -583,51 +512,18 @@ fn join(ids: &[i32]) -> String {
 // Reassignments
 // ---------------------------------------------------------------------------------------
 
-/// The reassignments in progress, of `wanted` partitions only when given.
-fn list_reassignments(
-    client: &mut AdminClient,
-    wanted: Option<&[(String, i32)]>,
-) -> Result<Vec<OngoingTopicReassignment>> {
-    let topics = wanted.map(|wanted| {
-        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for (topic, partition) in wanted {
-            by_topic.entry(topic).or_default().push(*partition);
-        }
-        by_topic
-            .into_iter()
-            .map(|(topic, partitions)| {
-                ListPartitionReassignmentsTopics::default()
-                    .with_name(topic_name(topic))
-                    .with_partition_indexes(partitions)
-            })
-            .collect()
-    });
-    let request = ListPartitionReassignmentsRequest::default()
-        .with_timeout_ms(REQUEST_TIMEOUT_MS)
-        .with_topics(topics);
-    let (response, _) = client.send(request)?;
-    check(
-        "ListPartitionReassignments",
-        response.error_code,
-        response.error_message.as_deref(),
-    )?;
-    Ok(response.topics)
-}
-
-fn reassignments(client: &mut AdminClient) -> Result<Vec<String>> {
-    let ongoing = list_reassignments(client, None)?;
+async fn reassignments(admin: &Admin) -> Result<Vec<String>> {
+    let ongoing = admin.list_partition_reassignments().await?;
     let rows: Vec<Vec<String>> = ongoing
         .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| {
-                vec![
-                    t.name.0.to_string(),
-                    p.partition_index.to_string(),
-                    join(&ids(&p.replicas)),
-                    join(&ids(&p.adding_replicas)),
-                    join(&ids(&p.removing_replicas)),
-                ]
-            })
+        .map(|o| {
+            vec![
+                o.tp.topic.clone(),
+                o.tp.partition.to_string(),
+                join(&o.replicas),
+                join(&o.adding),
+                join(&o.removing),
+            ]
         })
         .collect();
     if rows.is_empty() {
@@ -639,10 +535,10 @@ fn reassignments(client: &mut AdminClient) -> Result<Vec<String>> {
     ))
 }
 
-fn reassign(client: &mut AdminClient, args: &ReassignArgs, out: &mut impl Write) -> Result<()> {
-    let tp = format!("{}-{}", args.topic, args.partition);
+async fn reassign(admin: &Admin, args: &ReassignArgs, out: &mut impl Write) -> Result<()> {
+    let tp = TopicPartition::new(args.topic.as_str(), args.partition);
     if args.cancel {
-        alter_reassignments(client, &[(args.topic.clone(), args.partition, None)])?;
+        alter_reassignments(admin, &[(tp.clone(), None)]).await?;
         super::print_lines(out, vec![format!("Cancelled the reassignment of {tp}.")]);
         return Ok(());
     }
@@ -652,14 +548,7 @@ fn reassign(client: &mut AdminClient, args: &ReassignArgs, out: &mut impl Write)
         from: Vec::new(),
         to: args.replicas.clone(),
     };
-    alter_reassignments(
-        client,
-        &[(
-            target.topic.clone(),
-            target.partition,
-            Some(target.to.clone()),
-        )],
-    )?;
+    alter_reassignments(admin, &[(tp.clone(), Some(target.to.clone()))]).await?;
     super::print_lines(
         out,
         vec![format!(
@@ -668,68 +557,23 @@ fn reassign(client: &mut AdminClient, args: &ReassignArgs, out: &mut impl Write)
         )],
     );
     if args.wait.wait {
-        wait_and_elect(client, &[target], &args.wait, out)?;
+        wait_and_elect(admin, &[target], &args.wait, out).await?;
     }
     Ok(())
 }
 
-/// Sends one AlterPartitionReassignments for `changes` (a target, or `None` to cancel);
-/// fails naming every partition the broker refused.
-fn alter_reassignments(
-    client: &mut AdminClient,
-    changes: &[(String, i32, Option<Vec<i32>>)],
+/// Starts (or, for `None`, cancels) the reassignments of `changes` in one request; fails
+/// naming every partition the broker refused.
+async fn alter_reassignments(
+    admin: &Admin,
+    changes: &[(TopicPartition, Option<Vec<i32>>)],
 ) -> Result<()> {
-    let mut topics: Vec<ReassignableTopic> = Vec::new();
-    for (topic, partition, target) in changes {
-        let partition = ReassignablePartition::default()
-            .with_partition_index(*partition)
-            .with_replicas(
-                target
-                    .as_ref()
-                    .map(|t| t.iter().copied().map(BrokerId).collect()),
-            );
-        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-            Some(t) => t.partitions.push(partition),
-            None => topics.push(
-                ReassignableTopic::default()
-                    .with_name(topic_name(topic))
-                    .with_partitions(vec![partition]),
-            ),
-        }
-    }
-    let request = AlterPartitionReassignmentsRequest::default()
-        .with_timeout_ms(REQUEST_TIMEOUT_MS)
-        .with_allow_replication_factor_change(true)
-        .with_topics(topics);
-    let (response, _) = client.send(request)?;
-    check(
-        "AlterPartitionReassignments",
-        response.error_code,
-        response.error_message.as_deref(),
-    )?;
-    let mut failures = Vec::new();
-    for (topic, partition, _) in changes {
-        let resource = format!("{topic}-{partition}");
-        let result = response
-            .responses
-            .iter()
-            .filter(|t| t.name.0.as_str() == topic)
-            .flat_map(|t| &t.partitions)
-            .find(|p| p.partition_index == *partition)
-            .ok_or_else(|| Error::MissingResult {
-                resource: resource.clone(),
-            })?;
-        if let Err(e) = check(
-            &resource,
-            result.error_code,
-            result.error_message.as_deref(),
-        ) {
-            failures.push(e);
-        }
-    }
+    let results = admin.alter_partition_reassignments(changes).await?;
+    let mut failures: Vec<tributary_admin::Error> =
+        results.into_iter().filter_map(|(_, r)| r.err()).collect();
     match failures.len() {
         0 => Ok(()),
-        1 => Err(failures.remove(0)),
+        1 => Err(failures.remove(0).into()),
         n => Err(Error::Command(format!(
             "{n} of {} reassignments were refused: {}",
             changes.len(),
@@ -792,8 +636,8 @@ fn plan_lines(image: &MetadataImage, title: &str, moves: &[Move]) -> Vec<String>
 }
 
 /// Submits `moves` (unless `dry_run`) and, with `--wait`, follows them to the end.
-fn carry_out(
-    client: &mut AdminClient,
+async fn carry_out(
+    admin: &Admin,
     moves: &[Move],
     dry_run: bool,
     wait: &WaitArgs,
@@ -803,11 +647,16 @@ fn carry_out(
         super::print_lines(out, vec!["Dry run: nothing was changed.".to_string()]);
         return Ok(());
     }
-    let changes: Vec<(String, i32, Option<Vec<i32>>)> = moves
+    let changes: Vec<(TopicPartition, Option<Vec<i32>>)> = moves
         .iter()
-        .map(|m| (m.topic.clone(), m.partition, Some(m.to.clone())))
+        .map(|m| {
+            (
+                TopicPartition::new(m.topic.as_str(), m.partition),
+                Some(m.to.clone()),
+            )
+        })
         .collect();
-    alter_reassignments(client, &changes)?;
+    alter_reassignments(admin, &changes).await?;
     let mut lines = vec![format!("Started {} reassignment(s).", moves.len())];
     if !wait.wait {
         lines.push(
@@ -817,7 +666,7 @@ fn carry_out(
     }
     super::print_lines(out, lines);
     if wait.wait {
-        wait_and_elect(client, moves, wait, out)?;
+        wait_and_elect(admin, moves, wait, out).await?;
     }
     Ok(())
 }
@@ -825,15 +674,15 @@ fn carry_out(
 /// Polls until none of `moves` is being reassigned any more, then elects the preferred
 /// leaders of the moved partitions. A preferred leader that cannot be elected is reported
 /// but is no failure: the replicas are where they were asked to be.
-fn wait_and_elect(
-    client: &mut AdminClient,
+async fn wait_and_elect(
+    admin: &Admin,
     moves: &[Move],
     wait: &WaitArgs,
     out: &mut impl Write,
 ) -> Result<()> {
-    let wanted: Vec<(String, i32)> = moves
+    let wanted: Vec<TopicPartition> = moves
         .iter()
-        .map(|m| (m.topic.clone(), m.partition))
+        .map(|m| TopicPartition::new(m.topic.as_str(), m.partition))
         .collect();
     super::print_lines(
         out,
@@ -845,19 +694,11 @@ fn wait_and_elect(
     let started = Instant::now();
     let timeout = Duration::from_secs(wait.timeout_secs);
     loop {
-        let pending = list_reassignments(client, Some(&wanted))?;
-        let pending: Vec<String> = pending
+        let pending: Vec<String> = admin
+            .list_partition_reassignments_of(&wanted)
+            .await?
             .iter()
-            .flat_map(|t| {
-                t.partitions.iter().map(|p| {
-                    format!(
-                        "{}-{} (adding {})",
-                        t.name.0,
-                        p.partition_index,
-                        join(&ids(&p.adding_replicas))
-                    )
-                })
-            })
+            .map(|o| format!("{} (adding {})", o.tp, join(&o.adding)))
             .collect();
         if pending.is_empty() {
             break;
@@ -871,14 +712,14 @@ fn wait_and_elect(
             )));
         }
         // A polling interval: the broker offers no way to be told.
-        std::thread::sleep(POLL_INTERVAL);
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
     let mut lines = vec![format!(
         "All {} reassignment(s) completed in {:.1}s.",
         wanted.len(),
         started.elapsed().as_secs_f64()
     )];
-    let (elected, failures) = elect_leaders(client, Some(&wanted))?;
+    let (elected, failures) = elect_leaders(admin, Some(&wanted)).await?;
     lines.extend(elected);
     lines.extend(
         failures
@@ -893,79 +734,36 @@ fn wait_and_elect(
 // Leader elections
 // ---------------------------------------------------------------------------------------
 
-fn topic_partitions(client: &mut AdminClient, topic: &str) -> Result<Vec<(String, i32)>> {
-    let response = metadata(client, Some(topic))?;
-    let t = response
-        .topics
+/// Every partition of `topic`, sorted; fails for a topic that does not exist.
+async fn topic_partitions(admin: &Admin, topic: &str) -> Result<Vec<TopicPartition>> {
+    let t = admin
+        .describe_topic(topic)
+        .await?
+        .ok_or_else(|| unknown_topic(topic))?;
+    Ok(t.partitions
         .iter()
-        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
-        .ok_or_else(|| Error::MissingResult {
-            resource: topic.to_string(),
-        })?;
-    check(topic, t.error_code, None)?;
-    let mut partitions: Vec<(String, i32)> = t
-        .partitions
-        .iter()
-        .map(|p| (topic.to_string(), p.partition_index))
-        .collect();
-    partitions.sort();
-    Ok(partitions)
+        .map(|p| TopicPartition::new(topic, p.partition))
+        .collect())
 }
 
 /// Preferred leader elections for `partitions`, or for every partition (`None`). Returns
 /// the output lines and the failures (ELECTION_NOT_NEEDED is none).
-fn elect_leaders(
-    client: &mut AdminClient,
-    partitions: Option<&[(String, i32)]>,
+async fn elect_leaders(
+    admin: &Admin,
+    partitions: Option<&[TopicPartition]>,
 ) -> Result<(Vec<String>, Vec<String>)> {
-    let topic_partitions = partitions.map(|partitions| {
-        let mut by_topic: BTreeMap<&str, BTreeSet<i32>> = BTreeMap::new();
-        for (topic, partition) in partitions {
-            by_topic.entry(topic).or_default().insert(*partition);
-        }
-        by_topic
-            .into_iter()
-            .map(|(topic, partitions)| {
-                TopicPartitions::default()
-                    .with_topic(topic_name(topic))
-                    .with_partitions(partitions.into_iter().collect())
-            })
-            .collect()
-    });
-    let request = ElectLeadersRequest::default()
-        .with_election_type(ELECTION_PREFERRED)
-        .with_timeout_ms(REQUEST_TIMEOUT_MS)
-        .with_topic_partitions(topic_partitions);
-    let (response, _) = client.send(request)?;
-    check("ElectLeaders", response.error_code, None)?;
-    let mut results: Vec<(String, i32, i16, Option<String>)> = response
-        .replica_election_results
-        .iter()
-        .flat_map(|t| {
-            t.partition_result.iter().map(|p| {
-                (
-                    t.topic.0.to_string(),
-                    p.partition_id,
-                    p.error_code,
-                    p.error_message.as_ref().map(|m| m.to_string()),
-                )
-            })
-        })
-        .collect();
-    results.sort();
+    // Sorted by partition.
+    let results = admin
+        .elect_leaders(ElectionType::Preferred, partitions)
+        .await?;
     let mut lines = Vec::new();
     let mut failures = Vec::new();
     let mut not_needed = 0;
-    for (topic, partition, code, message) in &results {
-        let resource = format!("{topic}-{partition}");
-        match *code {
-            0 => lines.push(format!("Elected the preferred leader of {resource}.")),
-            c if c == ResponseError::ElectionNotNeeded.code() => not_needed += 1,
-            _ => {
-                if let Err(e) = check(&resource, *code, message.as_deref()) {
-                    failures.push(e.to_string());
-                }
-            }
+    for (tp, result) in &results {
+        match result {
+            Ok(Election::Elected) => lines.push(format!("Elected the preferred leader of {tp}.")),
+            Ok(Election::NotNeeded) => not_needed += 1,
+            Err(e) => failures.push(e.to_string()),
         }
     }
     if lines.is_empty() && failures.is_empty() {
@@ -983,16 +781,7 @@ mod tests {
     use super::*;
     use crate::controller::image::apply;
     use clap::Parser;
-    use kafka_protocol::messages::list_partition_reassignments_response::OngoingPartitionReassignment;
-    use kafka_protocol::messages::metadata_response::{
-        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
-    };
-    use kafka_protocol::messages::TopicName;
-    use kafka_protocol::protocol::StrBytes;
-
-    fn s(text: &str) -> StrBytes {
-        StrBytes::from_string(text.to_string())
-    }
+    use tributary_admin::{BrokerDescription, PartitionDescription};
 
     /// Brokers 0..4 on racks a, b, a, b; broker 4 (rack c) registered but fenced.
     fn cluster() -> MetadataImage {
@@ -1033,73 +822,72 @@ mod tests {
         apply(image, &Command::CreateTopic { topic }).unwrap();
     }
 
-    /// What the broker's Metadata and ListPartitionReassignments handlers answer for
-    /// `image`: unfenced brokers only, every partition's replicas, ISR and leader.
-    fn as_responses(image: &MetadataImage) -> (MetadataResponse, Vec<OngoingTopicReassignment>) {
-        let brokers = image
-            .live_brokers()
-            .map(|b| {
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(b.id))
-                    .with_host(s(&b.host))
-                    .with_port(b.port)
-                    .with_rack(b.rack.as_deref().map(s))
-            })
-            .collect();
-        let brokers_of = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    /// What the admin client describes for `image` against Tributary before DescribeCluster
+    /// v2: unfenced brokers only, every partition's replicas, ISR and leader, and the
+    /// reassignments in progress.
+    fn as_descriptions(
+        image: &MetadataImage,
+    ) -> (
+        ClusterDescription,
+        Vec<TopicDescription>,
+        Vec<OngoingReassignment>,
+    ) {
+        let cluster = ClusterDescription {
+            cluster_id: image.cluster_id.clone(),
+            controller_id: Some(0),
+            brokers: image
+                .live_brokers()
+                .map(|b| BrokerDescription {
+                    id: b.id,
+                    host: b.host.clone(),
+                    port: b.port,
+                    rack: b.rack.clone(),
+                    fenced: false,
+                })
+                .collect(),
+        };
         let topics = image
             .topics
             .values()
-            .map(|t| {
-                MetadataResponseTopic::default()
-                    .with_name(Some(TopicName(s(&t.name))))
-                    .with_topic_id(t.topic_id)
-                    .with_partitions(
-                        t.assignments
-                            .iter()
-                            .enumerate()
-                            .map(|(i, p)| {
-                                MetadataResponsePartition::default()
-                                    .with_partition_index(i as i32)
-                                    .with_leader_id(BrokerId(p.leader))
-                                    .with_leader_epoch(p.leader_epoch)
-                                    .with_replica_nodes(brokers_of(&p.replicas))
-                                    .with_isr_nodes(brokers_of(&p.isr))
-                            })
-                            .collect(),
-                    )
+            .map(|t| TopicDescription {
+                name: t.name.clone(),
+                topic_id: t.topic_id,
+                internal: false,
+                partitions: t
+                    .assignments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| PartitionDescription {
+                        partition: i as i32,
+                        leader: (p.leader != NO_LEADER).then_some(p.leader),
+                        leader_epoch: p.leader_epoch,
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
+                        offline_replicas: Vec::new(),
+                    })
+                    .collect(),
             })
             .collect();
-        let metadata = MetadataResponse::default()
-            .with_cluster_id(Some(s(&image.cluster_id)))
-            .with_brokers(brokers)
-            .with_topics(topics);
-        let mut ongoing: Vec<OngoingTopicReassignment> = Vec::new();
-        for (topic, index, p) in image.reassignments() {
-            let partition = OngoingPartitionReassignment::default()
-                .with_partition_index(index)
-                .with_replicas(brokers_of(&p.replicas))
-                .with_adding_replicas(brokers_of(&p.adding_replicas))
-                .with_removing_replicas(brokers_of(&p.removing_replicas));
-            match ongoing.last_mut() {
-                Some(t) if t.name.0.as_str() == topic => t.partitions.push(partition),
-                _ => ongoing.push(
-                    OngoingTopicReassignment::default()
-                        .with_name(TopicName(s(&topic)))
-                        .with_partitions(vec![partition]),
-                ),
-            }
-        }
-        (metadata, ongoing)
+        let ongoing = image
+            .reassignments()
+            .into_iter()
+            .map(|(topic, index, p)| OngoingReassignment {
+                tp: TopicPartition::new(topic, index),
+                replicas: p.replicas.clone(),
+                adding: p.adding_replicas.clone(),
+                removing: p.removing_replicas.clone(),
+            })
+            .collect();
+        (cluster, topics, ongoing)
     }
 
     fn rebuilt(image: &MetadataImage) -> MetadataImage {
-        let (metadata, ongoing) = as_responses(image);
-        image_from_metadata(&metadata, &ongoing)
+        let (cluster, topics, ongoing) = as_descriptions(image);
+        image_from_descriptions(&cluster, &topics, &ongoing)
     }
 
     #[test]
-    fn plans_from_metadata_match_plans_from_the_controller_image() {
+    fn plans_from_descriptions_match_plans_from_the_controller_image() {
         let mut image = cluster();
         create(
             &mut image,

@@ -1,34 +1,24 @@
 //! `tributary groups ...`: list, describe and reset the offsets of consumer groups, in the
 //! spirit of Kafka's `kafka-consumer-groups.sh`.
 //!
-//! | subcommand | requests |
+//! | subcommand | calls (requests) |
 //! |---|---|
-//! | `list` | ListGroups |
-//! | `describe GROUP` | DescribeGroups, OffsetFetch (all partitions), ListOffsets at -1 (log end) |
-//! | `reset-offsets GROUP --topic T ...` | DescribeGroups, Metadata, ListOffsets, then OffsetCommit with `--execute` |
+//! | `list` | `list_groups` (Metadata, ListGroups to every broker) |
+//! | `describe GROUP` | `describe_group` (DescribeGroups), `group_offsets` (OffsetFetch), `list_offsets` latest |
+//! | `reset-offsets GROUP --topic T ...` | `describe_group`, `describe_topic`, `list_offsets`, then `alter_group_offsets` (OffsetCommit) with `--execute` |
 //!
-//! A reset commits as a non-member (generation -1, empty member id), which the broker accepts
-//! only while the group is `Empty`; the CLI checks the state first so that the error names
-//! it. Without `--execute` a reset only prints its plan, as Kafka's tool does.
+//! Group requests go to the group's coordinator, which the admin client finds. A reset
+//! commits as a non-member (generation -1, empty member id), which the broker accepts only
+//! while the group is `Empty`; the CLI checks the state first so that the error names it.
+//! Without `--execute` a reset only prints its plan, as Kafka's tool does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
-use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
-use kafka_protocol::messages::describe_groups_response::DescribedGroup;
-use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
-use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequest;
-use kafka_protocol::messages::{ApiKey, GroupId};
+use tributary_admin::{Admin, OffsetSpec, TopicPartition};
 
-use super::client::AdminClient;
-use super::topics::{
-    list_offsets, metadata, str_bytes, table, topic_name, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
-};
-use super::{check, Error, Result};
+use super::topics::table;
+use super::{unknown_topic, Error, Result};
 
 /// `tributary groups`: arguments shared by every subcommand, then the subcommand.
 #[derive(Debug, clap::Args)]
@@ -80,180 +70,61 @@ pub struct ResetArgs {
 
 /// Runs one `groups` subcommand, writing its output to `out` (and warnings to stderr).
 pub fn run(args: GroupsArgs, out: &mut impl Write) -> Result<()> {
-    let mut client = AdminClient::connect(&args.bootstrap.bootstrap_server)?;
-    let lines = match args.command {
-        GroupsCommand::List => list(&mut client)?,
-        GroupsCommand::Describe { group } => {
-            describe(&mut coordinator(&mut client, &group)?, &group)?
+    let lines = super::block_on(async {
+        let admin = super::connect(&args.bootstrap.bootstrap_server).await?;
+        match args.command {
+            GroupsCommand::List => list(&admin).await,
+            GroupsCommand::Describe { group } => describe(&admin, &group).await,
+            GroupsCommand::ResetOffsets(reset) => reset_offsets(&admin, &reset).await,
         }
-        GroupsCommand::ResetOffsets(reset) => {
-            reset_offsets(&mut coordinator(&mut client, &reset.group)?, &reset)?
-        }
-    };
+    })?;
     super::print_lines(out, lines);
     Ok(())
 }
 
-/// A connection to `group`'s coordinator (FindCoordinator through `client`): in a cluster
-/// each group is served by the leader of its `__consumer_offsets` partition only.
-fn coordinator(client: &mut AdminClient, group: &str) -> Result<AdminClient> {
-    const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-    const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        // v4 batches keys in `coordinator_keys`; earlier versions have the single `key`.
-        let request = if client.version(ApiKey::FindCoordinator)? >= 4 {
-            FindCoordinatorRequest::default().with_coordinator_keys(vec![str_bytes(group)])
-        } else {
-            FindCoordinatorRequest::default().with_key(str_bytes(group))
-        };
-        let (response, version) = client.send(request)?;
-        let (code, message, host, port) =
-            if version >= 4 {
-                let c = response.coordinators.into_iter().next().ok_or_else(|| {
-                    Error::MissingResult {
-                        resource: group.to_string(),
-                    }
-                })?;
-                (c.error_code, c.error_message, c.host, c.port)
-            } else {
-                (
-                    response.error_code,
-                    response.error_message,
-                    response.host,
-                    response.port,
-                )
-            };
-        let retriable = matches!(
-            code,
-            COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE
-        );
-        if code == 0 {
-            return AdminClient::connect(&format!("{}:{port}", host.as_str()));
-        }
-        if !retriable || std::time::Instant::now() > deadline {
-            check(group, code, message.as_deref())?;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+/// Every group id of the cluster, sorted.
+async fn list(admin: &Admin) -> Result<Vec<String>> {
+    let groups = admin.list_groups().await?;
+    Ok(groups.into_iter().map(|g| g.group_id).collect())
 }
 
-/// Every group of the cluster: ListGroups asked of each broker, since each lists only the
-/// groups it coordinates.
-fn list(client: &mut AdminClient) -> Result<Vec<String>> {
-    let brokers: Vec<String> = metadata(client, None)?
-        .brokers
-        .iter()
-        .map(|b| format!("{}:{}", b.host.as_str(), b.port))
-        .collect();
-    let mut ids = BTreeSet::new();
-    for addr in brokers {
-        let mut broker = AdminClient::connect(&addr)?;
-        let (response, _) = broker.send(ListGroupsRequest::default())?;
-        check("ListGroups", response.error_code, None)?;
-        ids.extend(response.groups.iter().map(|g| g.group_id.0.to_string()));
-    }
-    Ok(ids.into_iter().collect())
-}
-
-fn describe_group(client: &mut AdminClient, group: &str) -> Result<DescribedGroup> {
-    let request = DescribeGroupsRequest::default()
-        .with_groups(vec![GroupId(str_bytes(group))])
-        .with_include_authorized_operations(false);
-    let (response, _) = client.send(request)?;
-    let described = response
-        .groups
-        .into_iter()
-        .find(|g| g.group_id.0.as_str() == group)
-        .ok_or_else(|| Error::MissingResult {
-            resource: group.to_string(),
-        })?;
-    check(group, described.error_code, None)?;
-    Ok(described)
-}
-
-/// Committed offsets of every partition the group has one for: (topic, partition) → offset.
-fn committed_offsets(
-    client: &mut AdminClient,
-    group: &str,
-) -> Result<BTreeMap<(String, i32), i64>> {
-    let request = OffsetFetchRequest::default()
-        .with_group_id(GroupId(str_bytes(group)))
-        .with_topics(None);
-    let (response, _) = client.send(request)?;
-    check(group, response.error_code, None)?;
-    let mut offsets = BTreeMap::new();
-    for t in &response.topics {
-        for p in &t.partitions {
-            let resource = format!("{}-{}", t.name.0, p.partition_index);
-            check(&resource, p.error_code, None)?;
-            if p.committed_offset >= 0 {
-                offsets.insert(
-                    (t.name.0.to_string(), p.partition_index),
-                    p.committed_offset,
-                );
-            }
-        }
-    }
-    Ok(offsets)
-}
-
-fn describe(client: &mut AdminClient, group: &str) -> Result<Vec<String>> {
-    let described = describe_group(client, group)?;
-    let state = described.group_state.to_string();
-    let committed = committed_offsets(client, group)?;
-    if state == "Dead" && committed.is_empty() {
+async fn describe(admin: &Admin, group: &str) -> Result<Vec<String>> {
+    let Some(described) = admin.describe_group(group).await? else {
         // Kafka's tool prints the same sentence.
         return Err(Error::Command(format!(
             "Consumer group '{group}' does not exist."
         )));
-    }
-    let protocol = if described.protocol_data.is_empty() {
+    };
+    let committed = admin.group_offsets(group).await?;
+    let protocol = if described.protocol.is_empty() {
         "-".to_string()
     } else {
-        described.protocol_data.to_string()
+        described.protocol.clone()
     };
     let mut lines = vec![
         format!(
-            "Consumer group '{group}'  State: {state}  Protocol: {protocol}  Members: {}",
+            "Consumer group '{group}'  State: {}  Protocol: {protocol}  Members: {}",
+            described.state,
             described.members.len()
         ),
         String::new(),
     ];
 
-    // (topic, partition) → (member id, client id) of the member it is assigned to.
-    let mut owners: BTreeMap<(String, i32), (String, String)> = BTreeMap::new();
+    // partition → (member id, client id) of the member it is assigned to.
+    let mut owners: BTreeMap<TopicPartition, (String, String)> = BTreeMap::new();
     let mut member_rows = Vec::new();
     for m in &described.members {
-        let assignment = decode_assignment(&m.member_assignment).unwrap_or_default();
-        for (topic, partitions) in &assignment {
-            for &p in partitions {
-                owners.insert(
-                    (topic.clone(), p),
-                    (m.member_id.to_string(), m.client_id.to_string()),
-                );
-            }
+        for tp in &m.assignment {
+            owners.insert(tp.clone(), (m.member_id.clone(), m.client_id.clone()));
         }
-        let assigned = if assignment.is_empty() {
-            "-".to_string()
-        } else {
-            assignment
-                .iter()
-                .map(|(t, ps)| {
-                    let ps: Vec<String> = ps.iter().map(i32::to_string).collect();
-                    format!("{t}({})", ps.join(","))
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
         member_rows.push(vec![
-            m.member_id.to_string(),
+            m.member_id.clone(),
             m.group_instance_id
-                .as_ref()
-                .map_or("-".to_string(), |s| s.to_string()),
-            m.client_id.to_string(),
-            m.client_host.to_string(),
-            assigned,
+                .clone()
+                .unwrap_or_else(|| "-".to_string()),
+            m.client_id.clone(),
+            m.client_host.clone(),
+            assignment_text(&m.assignment),
         ]);
     }
     if !member_rows.is_empty() {
@@ -270,32 +141,35 @@ fn describe(client: &mut AdminClient, group: &str) -> Result<Vec<String>> {
         lines.push(String::new());
     }
 
-    let partitions: BTreeSet<(String, i32)> =
-        committed.keys().chain(owners.keys()).cloned().collect();
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (t, p) in &partitions {
-        by_topic.entry(t).or_default().push(*p);
-    }
+    let partitions: Vec<TopicPartition> = committed
+        .keys()
+        .chain(owners.keys())
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let ends = admin.list_offsets(&partitions, OffsetSpec::Latest).await?;
     let mut rows = Vec::new();
-    for (topic, ps) in by_topic {
-        let ends = list_offsets(client, topic, &ps, LATEST_TIMESTAMP)?;
-        for (p, end) in ps.iter().zip(ends) {
-            let key = (topic.to_string(), *p);
-            let current = committed.get(&key).copied();
-            let (member, client_id) = owners
-                .get(&key)
-                .cloned()
-                .unwrap_or_else(|| ("-".to_string(), "-".to_string()));
-            rows.push(vec![
-                topic.to_string(),
-                p.to_string(),
-                current.map_or("-".to_string(), |c| c.to_string()),
-                end.to_string(),
-                current.map_or("-".to_string(), |c| (end - c).max(0).to_string()),
-                member,
-                client_id,
-            ]);
-        }
+    for tp in &partitions {
+        let current = committed.get(tp).copied();
+        let end = ends.get(tp).copied();
+        let (member, client_id) = owners
+            .get(tp)
+            .cloned()
+            .unwrap_or_else(|| ("-".to_string(), "-".to_string()));
+        let lag = match (current, end) {
+            (Some(current), Some(end)) => (end - current).max(0).to_string(),
+            _ => "-".to_string(),
+        };
+        rows.push(vec![
+            tp.topic.clone(),
+            tp.partition.to_string(),
+            current.map_or("-".to_string(), |c| c.to_string()),
+            end.map_or("-".to_string(), |e| e.to_string()),
+            lag,
+            member,
+            client_id,
+        ]);
     }
     lines.extend(table(
         &[
@@ -312,61 +186,79 @@ fn describe(client: &mut AdminClient, group: &str) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-fn reset_offsets(client: &mut AdminClient, args: &ResetArgs) -> Result<Vec<String>> {
+/// A member's partitions as `topic(0,1) other(2)`, or `-` for none.
+fn assignment_text(assignment: &[TopicPartition]) -> String {
+    if assignment.is_empty() {
+        return "-".to_string();
+    }
+    let mut by_topic: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for tp in assignment {
+        by_topic
+            .entry(&tp.topic)
+            .or_default()
+            .push(tp.partition.to_string());
+    }
+    by_topic
+        .iter()
+        .map(|(topic, partitions)| format!("{topic}({})", partitions.join(",")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn reset_offsets(admin: &Admin, args: &ResetArgs) -> Result<Vec<String>> {
     let group = args.group.as_str();
-    let described = describe_group(client, group)?;
-    let state = described.group_state.as_str();
+    // A group that does not exist is as inactive as an empty one.
+    let (state, members) = match admin.describe_group(group).await? {
+        Some(described) => (described.state, described.members.len()),
+        None => ("Dead".to_string(), 0),
+    };
     if state != "Empty" && state != "Dead" {
         return Err(Error::Command(format!(
             "Assignments can only be reset if the group '{group}' is inactive, but the current \
-             state is {state} ({} members).",
-            described.members.len()
+             state is {state} ({members} members)."
         )));
     }
 
-    // (topic, partition, new offset)
-    let mut plan: Vec<(String, i32, i64)> = Vec::new();
+    let mut plan: Vec<(TopicPartition, i64)> = Vec::new();
     for topic in &args.topics {
-        let response = metadata(client, Some(topic))?;
-        let t = response
-            .topics
-            .into_iter()
-            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
-            .ok_or_else(|| Error::MissingResult {
-                resource: topic.clone(),
-            })?;
-        check(topic, t.error_code, None)?;
-        let mut ps: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
-        ps.sort_unstable();
-        let starts = list_offsets(client, topic, &ps, EARLIEST_TIMESTAMP)?;
-        let ends = list_offsets(client, topic, &ps, LATEST_TIMESTAMP)?;
+        let t = admin
+            .describe_topic(topic)
+            .await?
+            .ok_or_else(|| unknown_topic(topic))?;
+        // Sorted by partition already.
+        let tps: Vec<TopicPartition> = t
+            .partitions
+            .iter()
+            .map(|p| TopicPartition::new(topic.as_str(), p.partition))
+            .collect();
+        let starts = admin.list_offsets(&tps, OffsetSpec::Earliest).await?;
+        let ends = admin.list_offsets(&tps, OffsetSpec::Latest).await?;
         let at_time = match args.to_datetime {
-            Some(ms) => Some(list_offsets(client, topic, &ps, ms)?),
+            // The log end offset where no record is at or after the time.
+            Some(ms) => Some(admin.list_offsets(&tps, OffsetSpec::Timestamp(ms)).await?),
             None => None,
         };
-        for (i, &p) in ps.iter().enumerate() {
-            let (start, end) = (starts[i], ends[i]);
+        for tp in tps {
+            // list_offsets answers for every partition it was asked about or fails.
+            let start = starts.get(&tp).copied().unwrap_or(0);
+            let end = ends.get(&tp).copied().unwrap_or(start);
             let offset = if args.to_earliest {
                 start
             } else if args.to_latest {
                 end
             } else if let Some(at) = &at_time {
-                // -1: no record at or after the time, so the log end.
-                if at[i] < 0 {
-                    end
-                } else {
-                    at[i]
-                }
+                at.get(&tp).copied().unwrap_or(end)
             } else {
                 // clap requires exactly one target, so this is --to-offset.
                 args.to_offset.unwrap_or(start).clamp(start, end.max(start))
             };
-            plan.push((topic.clone(), p, offset));
+            plan.push((tp, offset));
         }
     }
 
     if args.execute {
-        commit(client, group, &plan)?;
+        let offsets: BTreeMap<TopicPartition, i64> = plan.iter().cloned().collect();
+        admin.alter_group_offsets(group, &offsets).await?;
     } else if !args.dry_run {
         eprintln!(
             "WARN: No action will be performed as the --execute option is missing. \
@@ -375,7 +267,14 @@ fn reset_offsets(client: &mut AdminClient, args: &ResetArgs) -> Result<Vec<Strin
     }
     let rows = plan
         .iter()
-        .map(|(t, p, o)| vec![group.to_string(), t.clone(), p.to_string(), o.to_string()])
+        .map(|(tp, offset)| {
+            vec![
+                group.to_string(),
+                tp.topic.clone(),
+                tp.partition.to_string(),
+                offset.to_string(),
+            ]
+        })
         .collect();
     let mut lines = table(&["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"], rows);
     if args.execute {
@@ -389,91 +288,6 @@ fn reset_offsets(client: &mut AdminClient, args: &ResetArgs) -> Result<Vec<Strin
         lines.push("Dry run: nothing was committed.".to_string());
     }
     Ok(lines)
-}
-
-/// Commits `plan` as a non-member: generation -1 and an empty member id.
-fn commit(client: &mut AdminClient, group: &str, plan: &[(String, i32, i64)]) -> Result<()> {
-    let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-    for (t, p, o) in plan {
-        topics.entry(t).or_default().push(
-            OffsetCommitRequestPartition::default()
-                .with_partition_index(*p)
-                .with_committed_offset(*o)
-                .with_committed_leader_epoch(-1)
-                .with_committed_metadata(Some(str_bytes(""))),
-        );
-    }
-    let request = OffsetCommitRequest::default()
-        .with_group_id(GroupId(str_bytes(group)))
-        .with_generation_id_or_member_epoch(-1)
-        .with_member_id(str_bytes(""))
-        .with_group_instance_id(None)
-        .with_topics(
-            topics
-                .into_iter()
-                .map(|(t, ps)| {
-                    OffsetCommitRequestTopic::default()
-                        .with_name(topic_name(t))
-                        .with_partitions(ps)
-                })
-                .collect(),
-        );
-    let (response, _) = client.send(request)?;
-    for t in &response.topics {
-        for p in &t.partitions {
-            check(
-                &format!("{group} {}-{}", t.name.0, p.partition_index),
-                p.error_code,
-                None,
-            )?;
-        }
-    }
-    Ok(())
-}
-
-/// Decodes a consumer protocol assignment (`ConsumerProtocolAssignment`): version i16, an
-/// array of (topic string, array of i32 partitions), then user data bytes (ignored).
-/// `None` for bytes that do not parse; empty bytes are an empty assignment.
-pub fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
-    if bytes.is_empty() {
-        return Some(Vec::new());
-    }
-    let mut r = Reader(bytes);
-    let _version = r.i16()?;
-    let topics = r.i32()?;
-    let mut out = Vec::new();
-    for _ in 0..topics.max(0) {
-        let len = r.i16()?;
-        let name = String::from_utf8(r.take(usize::try_from(len).ok()?)?.to_vec()).ok()?;
-        let n = r.i32()?;
-        let mut partitions = Vec::new();
-        for _ in 0..n.max(0) {
-            partitions.push(r.i32()?);
-        }
-        partitions.sort_unstable();
-        out.push((name, partitions));
-    }
-    out.sort();
-    Some(out)
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
 }
 
 /// Milliseconds since the Unix epoch of an RFC 3339 time: `YYYY-MM-DDTHH:MM:SS[.fff]` then
@@ -564,21 +378,13 @@ mod tests {
     }
 
     #[test]
-    fn consumer_assignment_decodes() {
-        let mut b = Vec::new();
-        b.extend_from_slice(&1i16.to_be_bytes());
-        b.extend_from_slice(&1i32.to_be_bytes());
-        b.extend_from_slice(&3i16.to_be_bytes());
-        b.extend_from_slice(b"ord");
-        b.extend_from_slice(&2i32.to_be_bytes());
-        b.extend_from_slice(&5i32.to_be_bytes());
-        b.extend_from_slice(&1i32.to_be_bytes());
-        b.extend_from_slice(&(-1i32).to_be_bytes()); // null user data
-        assert_eq!(
-            decode_assignment(&b),
-            Some(vec![("ord".to_string(), vec![1, 5])])
-        );
-        assert_eq!(decode_assignment(&[]), Some(vec![]));
-        assert_eq!(decode_assignment(&b[..7]), None);
+    fn assignments_print_grouped_by_topic() {
+        let tps = [
+            TopicPartition::new("audit", 3),
+            TopicPartition::new("ord", 0),
+            TopicPartition::new("ord", 1),
+        ];
+        assert_eq!(assignment_text(&tps), "audit(3) ord(0,1)");
+        assert_eq!(assignment_text(&[]), "-");
     }
 }

@@ -3,30 +3,30 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`client`] | [`client::AdminClient`]: one blocking TCP connection, ApiVersions negotiation, request/response framing |
-//! | [`topics`] | the `topics` subcommands (clap types), the requests they send and their plain-text output |
+//! | [`topics`] | the `topics` subcommands (clap types), the admin calls they make and their plain-text output |
 //! | [`groups`] | the `groups` subcommands: list, describe, reset-offsets (like `kafka-consumer-groups.sh`) |
 //! | [`cluster`] | the `cluster` subcommands: describe, reassign, reassignments, drain, rebalance, elect-leaders (like `kafka-reassign-partitions.sh` and `kafka-leader-election.sh`) |
 //!
 //! ```text
-//! main ──▶ topics::run ──▶ AdminClient::send(CreateTopicsRequest, ...) ──TCP──▶ broker
+//! main ──▶ topics::run ──▶ block_on(Admin::create_topic(...)) ──tributary-admin──TCP──▶ broker
 //!                 │ stdout: aligned text            stderr: `error: ...`, exit status 1
 //! ```
 //!
-//! The CLI is synchronous on purpose: one request at a time over a `std::net::TcpStream`
-//! with read and write timeouts, so it needs neither the tokio runtime nor tracing and it
-//! links no C library (no librdkafka). Kafka error codes in responses become
-//! [`Error::Broker`], named as `kafka_protocol::ResponseError` names them.
+//! The requests themselves are [`tributary_admin`]'s: the async admin client the operator
+//! uses too. A command is one short sequence of calls, so each runs on a current-thread
+//! tokio runtime of its own. Kafka error codes in responses arrive as
+//! [`tributary_admin::Error::Kafka`] and print as `resource: KafkaName: message`.
 
-pub mod client;
 pub mod cluster;
 pub mod groups;
 pub mod topics;
 
-use std::net::SocketAddr;
+use std::future::Future;
 
-use kafka_protocol::messages::ApiKey;
-use kafka_protocol::ResponseError;
+use tributary_admin::{Admin, AdminOptions};
+
+/// The `client_id` the CLI's requests carry.
+const CLIENT_ID: &str = "tributary-cli";
 
 /// Everything an admin command can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -41,70 +41,17 @@ pub enum Error {
         bootstrap: String,
         source: std::io::Error,
     },
-    #[error("{api:?} request to {addr} failed: {source}")]
-    Io {
-        api: ApiKey,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot encode {api:?} v{version}: {message}")]
-    Encode {
-        api: ApiKey,
-        version: i16,
-        message: String,
-    },
-    #[error("cannot decode the {api:?} v{version} response: {message}")]
-    Decode {
-        api: ApiKey,
-        version: i16,
-        message: String,
-    },
-    #[error("response frame of {len} bytes from {addr} is out of range")]
-    FrameLength { addr: SocketAddr, len: i32 },
-    #[error("{api:?} response carries correlation id {received}, expected {sent}")]
-    CorrelationId {
-        api: ApiKey,
-        sent: i32,
-        received: i32,
-    },
-    #[error("the broker does not support {api:?} (broker versions {broker:?}, ours {ours_min}-{ours_max})")]
-    UnsupportedApi {
-        api: ApiKey,
-        /// The broker's (min, max), or `None` when it does not advertise the API at all.
-        broker: Option<(i16, i16)>,
-        ours_min: i16,
-        ours_max: i16,
-    },
-    /// A Kafka error code from the broker, for `resource` (a topic name, or the request).
-    /// `code` prints with its Kafka name (`TopicAlreadyExists`).
-    #[error("{resource}: {code:?}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
-    Broker {
-        resource: String,
-        code: ResponseError,
-        message: Option<String>,
-    },
-    #[error("the broker's response has no result for {resource}")]
-    MissingResult { resource: String },
+    /// A request failed: a Kafka error code, a lost connection, a timeout, ...
+    #[error(transparent)]
+    Admin(#[from] tributary_admin::Error),
     /// A failure the command itself detected, such as a reset on a group with members.
     #[error("{0}")]
     Command(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// `Ok(())` for error code 0, otherwise [`Error::Broker`] with the broker's message, if any.
-pub(crate) fn check(resource: &str, error_code: i16, message: Option<&str>) -> Result<()> {
-    if error_code == 0 {
-        return Ok(());
-    }
-    let code =
-        ResponseError::try_from_code(error_code).unwrap_or(ResponseError::Unknown(error_code));
-    Err(Error::Broker {
-        resource: resource.to_string(),
-        code,
-        message: message.map(str::to_string),
-    })
-}
 
 /// The broker every admin command talks to; flattened into each command's arguments.
 #[derive(Debug, clap::Args)]
@@ -120,6 +67,50 @@ pub struct BootstrapArgs {
     pub bootstrap_server: String,
 }
 
+/// Runs one command's calls to completion on a current-thread runtime: the CLI makes one
+/// request at a time, so more threads would only cost start-up time.
+pub(crate) fn block_on<T>(command: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?
+        .block_on(command)
+}
+
+/// Connects to the bootstrap server; failing to reach it names it as such.
+pub(crate) async fn connect(bootstrap: &str) -> Result<Admin> {
+    let options = AdminOptions {
+        client_id: CLIENT_ID.to_string(),
+        ..AdminOptions::default()
+    };
+    Admin::connect_with(bootstrap, options)
+        .await
+        .map_err(|e| match e {
+            tributary_admin::Error::Resolve { addr, source } => Error::Resolve {
+                bootstrap: addr,
+                source,
+            },
+            tributary_admin::Error::Connect { addr, source } => Error::Connect {
+                bootstrap: addr,
+                source,
+            },
+            other => Error::Admin(other),
+        })
+}
+
+/// The error Metadata gives a topic that does not exist, which the admin client reports as
+/// an absent topic: commands that name one topic fail with it, as they always have.
+pub(crate) fn unknown_topic(topic: &str) -> Error {
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    Error::Admin(tributary_admin::Error::Kafka {
+        operation: "Metadata",
+        resource: Some(topic.to_string()),
+        code: UNKNOWN_TOPIC_OR_PARTITION,
+        name: tributary_admin::error_name(UNKNOWN_TOPIC_OR_PARTITION),
+        message: None,
+    })
+}
+
 /// Writes a command's output lines. A closed stdout (`| head`) is not worth an error
 /// message, so writing stops quietly at the first failure.
 pub(crate) fn print_lines(out: &mut impl std::io::Write, lines: Vec<String>) {
@@ -129,4 +120,17 @@ pub(crate) fn print_lines(out: &mut impl std::io::Write, lines: Vec<String>) {
         }
     }
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_topic_prints_as_metadata_reports_it() {
+        assert_eq!(
+            unknown_topic("orders").to_string(),
+            "orders: UnknownTopicOrPartition"
+        );
+    }
 }

@@ -1,55 +1,25 @@
 //! `tributary topics ...`: list, describe, create, delete, alter and configure topics.
 //!
-//! Each subcommand is one or two admin requests through [`AdminClient`]:
+//! Each subcommand is one or two calls of the [`Admin`] client:
 //!
-//! | subcommand | requests |
+//! | subcommand | calls (requests) |
 //! |---|---|
-//! | `list` | Metadata (all topics) |
-//! | `describe TOPIC` | Metadata, ListOffsets at -2 (earliest) and -1 (latest) |
-//! | `create TOPIC` | CreateTopics |
-//! | `delete TOPIC` | DeleteTopics |
-//! | `alter TOPIC --partitions N` | CreatePartitions |
-//! | `configs TOPIC` | DescribeConfigs, or IncrementalAlterConfigs with `--set` / `--delete` |
+//! | `list` | `describe_topics(None)` (Metadata) |
+//! | `describe TOPIC` | `describe_topic` (Metadata), `list_offsets` earliest and latest (ListOffsets to each leader) |
+//! | `create TOPIC` | `create_topic` (CreateTopics) |
+//! | `delete TOPIC` | `delete_topic` (DeleteTopics) |
+//! | `alter TOPIC --partitions N` | `create_partitions` (CreatePartitions) |
+//! | `configs TOPIC` | `describe_topic_configs` (DescribeConfigs), or `alter_topic_configs` (IncrementalAlterConfigs) with `--set` / `--delete` |
 //!
 //! Output is plain, aligned text on stdout. Failures, including Kafka error codes, are
-//! returned as [`Error`] for `main` to print and turn into exit status 1.
+//! returned as [`Error`](super::Error) for `main` to print and turn into exit status 1.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
-use kafka_protocol::messages::create_partitions_request::{
-    CreatePartitionsRequest, CreatePartitionsTopic,
-};
-use kafka_protocol::messages::create_topics_request::{
-    CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
-};
-use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
-use kafka_protocol::messages::describe_configs_request::{
-    DescribeConfigsRequest, DescribeConfigsResource,
-};
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig, IncrementalAlterConfigsRequest,
-};
-use kafka_protocol::messages::list_offsets_request::{
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
-};
-use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
-use kafka_protocol::messages::{BrokerId, MetadataResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use tributary_admin::{Admin, AlterConfigOp, NewTopic, OffsetSpec, TopicPartition};
 
-use super::client::AdminClient;
-use super::{check, Error, Result};
-
-/// Server-side timeout sent with CreateTopics, DeleteTopics and CreatePartitions; below the
-/// client's socket timeout so the broker answers before the client gives up.
-const REQUEST_TIMEOUT_MS: i32 = 8_000;
-/// `ConfigResource.Type.TOPIC`.
-const RESOURCE_TYPE_TOPIC: i8 = 2;
-/// IncrementalAlterConfigs operations (`AlterConfigOp.OpType`).
-const OP_SET: i8 = 0;
-const OP_DELETE: i8 = 1;
-/// ListOffsets special timestamps.
-pub(crate) const EARLIEST_TIMESTAMP: i64 = -2;
-pub(crate) const LATEST_TIMESTAMP: i64 = -1;
+use super::{unknown_topic, Result};
 
 /// `tributary topics`: arguments shared by every subcommand, then the subcommand.
 #[derive(Debug, clap::Args)]
@@ -108,86 +78,109 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 /// Runs one `topics` subcommand, writing its output to `out`.
 pub fn run(args: TopicsArgs, out: &mut impl Write) -> Result<()> {
-    let mut client = AdminClient::connect(&args.bootstrap.bootstrap_server)?;
-    let lines = match args.command {
-        TopicsCommand::List => list(&mut client)?,
-        TopicsCommand::Describe { topic } => describe(&mut client, &topic)?,
-        TopicsCommand::Create {
-            topic,
-            partitions,
-            replication_factor,
-            configs,
-        } => create(
-            &mut client,
-            &topic,
-            partitions,
-            replication_factor,
-            &configs,
-        )?,
-        TopicsCommand::Delete { topic } => delete(&mut client, &topic)?,
-        TopicsCommand::Alter { topic, partitions } => alter(&mut client, &topic, partitions)?,
-        TopicsCommand::Configs { topic, set, delete } if set.is_empty() && delete.is_empty() => {
-            describe_configs(&mut client, &topic)?
+    let lines = super::block_on(async {
+        let admin = super::connect(&args.bootstrap.bootstrap_server).await?;
+        match args.command {
+            TopicsCommand::List => list(&admin).await,
+            TopicsCommand::Describe { topic } => describe(&admin, &topic).await,
+            TopicsCommand::Create {
+                topic,
+                partitions,
+                replication_factor,
+                configs,
+            } => {
+                let new_topic = NewTopic {
+                    name: topic.clone(),
+                    // -1: the broker's default (KIP-464).
+                    partitions: partitions.unwrap_or(-1),
+                    replication_factor: replication_factor.unwrap_or(-1),
+                    configs: configs.into_iter().collect(),
+                };
+                admin.create_topic(&new_topic).await?;
+                Ok(vec![format!("Created topic {topic}.")])
+            }
+            TopicsCommand::Delete { topic } => {
+                admin.delete_topic(&topic).await?;
+                Ok(vec![format!("Deleted topic {topic}.")])
+            }
+            TopicsCommand::Alter { topic, partitions } => {
+                admin.create_partitions(&topic, partitions).await?;
+                Ok(vec![format!(
+                    "Topic {topic} now has {partitions} partitions."
+                )])
+            }
+            TopicsCommand::Configs { topic, set, delete }
+                if set.is_empty() && delete.is_empty() =>
+            {
+                describe_configs(&admin, &topic).await
+            }
+            TopicsCommand::Configs { topic, set, delete } => {
+                let ops: Vec<AlterConfigOp> = set
+                    .into_iter()
+                    .map(|(name, value)| AlterConfigOp::Set { name, value })
+                    .chain(
+                        delete
+                            .into_iter()
+                            .map(|name| AlterConfigOp::Delete { name }),
+                    )
+                    .collect();
+                admin.alter_topic_configs(&topic, &ops).await?;
+                Ok(vec![format!("Updated configs of topic {topic}.")])
+            }
         }
-        TopicsCommand::Configs { topic, set, delete } => {
-            alter_configs(&mut client, &topic, &set, &delete)?
-        }
-    };
+    })?;
     super::print_lines(out, lines);
     Ok(())
 }
 
-fn list(client: &mut AdminClient) -> Result<Vec<String>> {
-    let response = metadata(client, None)?;
-    let mut names: Vec<String> = response
-        .topics
-        .iter()
-        .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
-        .collect();
-    names.sort();
-    Ok(names)
+async fn list(admin: &Admin) -> Result<Vec<String>> {
+    // Sorted by name already.
+    let topics = admin.describe_topics(None).await?;
+    Ok(topics.into_iter().map(|t| t.name).collect())
 }
 
-fn describe(client: &mut AdminClient, topic: &str) -> Result<Vec<String>> {
-    let response = metadata(client, Some(topic))?;
-    let t = response
-        .topics
-        .into_iter()
-        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
-        .ok_or_else(|| Error::MissingResult {
-            resource: topic.to_string(),
-        })?;
-    check(topic, t.error_code, None)?;
-    let mut partitions = t.partitions;
-    partitions.sort_by_key(|p| p.partition_index);
-    let indexes: Vec<i32> = partitions.iter().map(|p| p.partition_index).collect();
-    let log_start_offsets = list_offsets(client, topic, &indexes, EARLIEST_TIMESTAMP)?;
-    let log_end_offsets = list_offsets(client, topic, &indexes, LATEST_TIMESTAMP)?;
+async fn describe(admin: &Admin, topic: &str) -> Result<Vec<String>> {
+    let t = admin
+        .describe_topic(topic)
+        .await?
+        .ok_or_else(|| unknown_topic(topic))?;
+    let tps: Vec<TopicPartition> = t
+        .partitions
+        .iter()
+        .map(|p| TopicPartition::new(topic, p.partition))
+        .collect();
+    let log_start_offsets = admin.list_offsets(&tps, OffsetSpec::Earliest).await?;
+    let log_end_offsets = admin.list_offsets(&tps, OffsetSpec::Latest).await?;
 
     let topic_id = if t.topic_id.is_nil() {
         "-".to_string()
     } else {
         t.topic_id.to_string()
     };
-    let replication_factor = partitions.first().map_or(0, |p| p.replica_nodes.len());
     let mut lines = vec![
         format!(
-            "Topic: {topic}  TopicId: {topic_id}  PartitionCount: {}  ReplicationFactor: {replication_factor}",
-            partitions.len()
+            "Topic: {topic}  TopicId: {topic_id}  PartitionCount: {}  ReplicationFactor: {}",
+            t.partitions.len(),
+            t.replication_factor()
         ),
         String::new(),
     ];
-    let rows = partitions
+    let offset = |offsets: &BTreeMap<TopicPartition, i64>, tp: &TopicPartition| {
+        offsets.get(tp).map_or("-".to_string(), i64::to_string)
+    };
+    let rows = t
+        .partitions
         .iter()
-        .zip(log_start_offsets.iter().zip(&log_end_offsets))
-        .map(|(p, (start, end))| {
+        .zip(&tps)
+        .map(|(p, tp)| {
             vec![
-                p.partition_index.to_string(),
-                p.leader_id.0.to_string(),
-                broker_list(&p.replica_nodes),
-                broker_list(&p.isr_nodes),
-                start.to_string(),
-                end.to_string(),
+                p.partition.to_string(),
+                // -1 while there is none, as Metadata reports it.
+                p.leader.unwrap_or(-1).to_string(),
+                broker_list(&p.replicas),
+                broker_list(&p.isr),
+                offset(&log_start_offsets, tp),
+                offset(&log_end_offsets, tp),
             ]
         })
         .collect();
@@ -205,246 +198,21 @@ fn describe(client: &mut AdminClient, topic: &str) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-fn create(
-    client: &mut AdminClient,
-    topic: &str,
-    partitions: Option<i32>,
-    replication_factor: Option<i16>,
-    configs: &[(String, String)],
-) -> Result<Vec<String>> {
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(REQUEST_TIMEOUT_MS)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(topic_name(topic))
-            // -1: the broker's default (KIP-464).
-            .with_num_partitions(partitions.unwrap_or(-1))
-            .with_replication_factor(replication_factor.unwrap_or(-1))
-            .with_configs(
-                configs
-                    .iter()
-                    .map(|(k, v)| {
-                        CreatableTopicConfig::default()
-                            .with_name(str_bytes(k))
-                            .with_value(Some(str_bytes(v)))
-                    })
-                    .collect(),
-            )]);
-    let (response, _) = client.send(request)?;
-    let result = response
-        .topics
-        .iter()
-        .find(|t| t.name.0.as_str() == topic)
-        .ok_or_else(|| missing(topic))?;
-    check(topic, result.error_code, result.error_message.as_deref())?;
-    Ok(vec![format!("Created topic {topic}.")])
-}
-
-fn delete(client: &mut AdminClient, topic: &str) -> Result<Vec<String>> {
-    let version = client.version(kafka_protocol::messages::ApiKey::DeleteTopics)?;
-    // v6 names topics in `topics` (by name or id); older versions use `topic_names`.
-    let request = if version >= 6 {
-        DeleteTopicsRequest::default().with_topics(vec![
-            DeleteTopicState::default().with_name(Some(topic_name(topic)))
-        ])
-    } else {
-        DeleteTopicsRequest::default().with_topic_names(vec![topic_name(topic)])
-    }
-    .with_timeout_ms(REQUEST_TIMEOUT_MS);
-    let (response, _) = client.send(request)?;
-    let result = response
-        .responses
-        .iter()
-        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
-        .ok_or_else(|| missing(topic))?;
-    check(topic, result.error_code, result.error_message.as_deref())?;
-    Ok(vec![format!("Deleted topic {topic}.")])
-}
-
-fn alter(client: &mut AdminClient, topic: &str, partitions: i32) -> Result<Vec<String>> {
-    let request = CreatePartitionsRequest::default()
-        .with_timeout_ms(REQUEST_TIMEOUT_MS)
-        .with_topics(vec![CreatePartitionsTopic::default()
-            .with_name(topic_name(topic))
-            .with_count(partitions)
-            // None, not an empty list: the broker places the new partitions.
-            .with_assignments(None)]);
-    let (response, _) = client.send(request)?;
-    let result = response
-        .results
-        .iter()
-        .find(|t| t.name.0.as_str() == topic)
-        .ok_or_else(|| missing(topic))?;
-    check(topic, result.error_code, result.error_message.as_deref())?;
-    Ok(vec![format!(
-        "Topic {topic} now has {partitions} partitions."
-    )])
-}
-
-fn describe_configs(client: &mut AdminClient, topic: &str) -> Result<Vec<String>> {
-    let request =
-        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
-            .with_resource_type(RESOURCE_TYPE_TOPIC)
-            .with_resource_name(str_bytes(topic))
-            .with_configuration_keys(None)]);
-    let (response, _) = client.send(request)?;
-    let result = response
-        .results
-        .into_iter()
-        .find(|r| r.resource_name.as_str() == topic)
-        .ok_or_else(|| missing(topic))?;
-    check(topic, result.error_code, result.error_message.as_deref())?;
-    let mut configs = result.configs;
-    configs.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+async fn describe_configs(admin: &Admin, topic: &str) -> Result<Vec<String>> {
+    // Sorted by name already.
+    let configs = admin.describe_topic_configs(topic).await?;
     let rows = configs
         .iter()
         .map(|c| {
-            let value = if c.is_sensitive {
+            let value = if c.sensitive {
                 "(sensitive)".to_string()
             } else {
                 c.value.as_deref().unwrap_or("(null)").to_string()
             };
-            vec![
-                c.name.to_string(),
-                value,
-                config_source(c.config_source).to_string(),
-            ]
+            vec![c.name.clone(), value, c.source.as_str().to_string()]
         })
         .collect();
     Ok(table(&["NAME", "VALUE", "SOURCE"], rows))
-}
-
-fn alter_configs(
-    client: &mut AdminClient,
-    topic: &str,
-    set: &[(String, String)],
-    delete: &[String],
-) -> Result<Vec<String>> {
-    let configs = set
-        .iter()
-        .map(|(k, v)| {
-            AlterableConfig::default()
-                .with_name(str_bytes(k))
-                .with_config_operation(OP_SET)
-                .with_value(Some(str_bytes(v)))
-        })
-        .chain(delete.iter().map(|k| {
-            AlterableConfig::default()
-                .with_name(str_bytes(k))
-                .with_config_operation(OP_DELETE)
-                .with_value(None)
-        }))
-        .collect();
-    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
-        AlterConfigsResource::default()
-            .with_resource_type(RESOURCE_TYPE_TOPIC)
-            .with_resource_name(str_bytes(topic))
-            .with_configs(configs),
-    ]);
-    let (response, _) = client.send(request)?;
-    let result = response
-        .responses
-        .iter()
-        .find(|r| r.resource_name.as_str() == topic)
-        .ok_or_else(|| missing(topic))?;
-    check(topic, result.error_code, result.error_message.as_deref())?;
-    Ok(vec![format!("Updated configs of topic {topic}.")])
-}
-
-/// Metadata for one topic, or for all topics when `topic` is `None`; never auto-creates.
-pub(crate) fn metadata(client: &mut AdminClient, topic: Option<&str>) -> Result<MetadataResponse> {
-    let request = MetadataRequest::default()
-        .with_topics(
-            topic.map(|t| vec![MetadataRequestTopic::default().with_name(Some(topic_name(t)))]),
-        )
-        .with_allow_auto_topic_creation(false);
-    let (response, _) = client.send(request)?;
-    Ok(response)
-}
-
-/// The offset at `timestamp` (-2 earliest, -1 latest) of each of `partitions`, in order.
-/// ListOffsets for `partitions` of `topic`, each asked of its leader (only a partition's
-/// leader answers ListOffsets in a cluster), in the order of `partitions`.
-pub(crate) fn list_offsets(
-    client: &mut AdminClient,
-    topic: &str,
-    partitions: &[i32],
-    timestamp: i64,
-) -> Result<Vec<i64>> {
-    let response = metadata(client, Some(topic))?;
-    let brokers: std::collections::HashMap<i32, String> = response
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
-        .collect();
-    let leaders: std::collections::HashMap<i32, i32> = response
-        .topics
-        .iter()
-        .filter(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
-        .flat_map(|t| &t.partitions)
-        .map(|p| (p.partition_index, p.leader_id.0))
-        .collect();
-    let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
-    for &p in partitions {
-        let leader = leaders.get(&p).copied().unwrap_or(-1);
-        by_leader.entry(leader).or_default().push(p);
-    }
-    let mut offsets = std::collections::HashMap::new();
-    for (leader, ps) in by_leader {
-        let found = match brokers.get(&leader) {
-            Some(addr) => {
-                let mut leader_client = AdminClient::connect(addr)?;
-                list_offsets_from(&mut leader_client, topic, &ps, timestamp)?
-            }
-            // No leader known (or the topic is unknown): ask the bootstrap broker, which
-            // answers with the error code the user should see.
-            None => list_offsets_from(client, topic, &ps, timestamp)?,
-        };
-        offsets.extend(ps.into_iter().zip(found));
-    }
-    Ok(partitions.iter().map(|p| offsets[p]).collect())
-}
-
-/// ListOffsets of `partitions` from the broker `client` is connected to.
-fn list_offsets_from(
-    client: &mut AdminClient,
-    topic: &str,
-    partitions: &[i32],
-    timestamp: i64,
-) -> Result<Vec<i64>> {
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(topic_name(topic))
-            .with_partitions(
-                partitions
-                    .iter()
-                    .map(|&p| {
-                        ListOffsetsPartition::default()
-                            .with_partition_index(p)
-                            .with_current_leader_epoch(-1)
-                            .with_timestamp(timestamp)
-                    })
-                    .collect(),
-            )]);
-    let (response, _) = client.send(request)?;
-    let results: Vec<_> = response
-        .topics
-        .iter()
-        .filter(|t| t.name.0.as_str() == topic)
-        .flat_map(|t| &t.partitions)
-        .collect();
-    partitions
-        .iter()
-        .map(|&p| {
-            let resource = format!("{topic}-{p}");
-            let r = results
-                .iter()
-                .find(|r| r.partition_index == p)
-                .ok_or_else(|| missing(&resource))?;
-            check(&resource, r.error_code, None)?;
-            Ok(r.offset)
-        })
-        .collect()
 }
 
 /// Left-aligned columns separated by two spaces, with a header row.
@@ -474,43 +242,11 @@ pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> Vec<String> {
     lines
 }
 
-fn broker_list(ids: &[BrokerId]) -> String {
+fn broker_list(ids: &[i32]) -> String {
     if ids.is_empty() {
         return "-".to_string();
     }
-    ids.iter()
-        .map(|id| id.0.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Kafka's `ConfigEntry.ConfigSource` names, as `kafka-configs.sh` prints them.
-fn config_source(source: i8) -> &'static str {
-    match source {
-        1 => "DYNAMIC_TOPIC_CONFIG",
-        2 => "DYNAMIC_BROKER_CONFIG",
-        3 => "DYNAMIC_DEFAULT_BROKER_CONFIG",
-        4 => "STATIC_BROKER_CONFIG",
-        5 => "DEFAULT_CONFIG",
-        6 => "DYNAMIC_BROKER_LOGGER_CONFIG",
-        7 => "CLIENT_METRICS_CONFIG",
-        8 => "GROUP_CONFIG",
-        _ => "UNKNOWN",
-    }
-}
-
-fn missing(resource: &str) -> Error {
-    Error::MissingResult {
-        resource: resource.to_string(),
-    }
-}
-
-pub(crate) fn topic_name(name: &str) -> TopicName {
-    TopicName(str_bytes(name))
-}
-
-pub(crate) fn str_bytes(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
+    ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]

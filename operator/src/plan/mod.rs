@@ -1,0 +1,5 @@
+//! Pure planning, one module per resource: what the spec and the brokers' answers call
+//! for. No I/O here; the controllers carry the plans out.
+
+pub mod consumer_group;
+pub mod topic;

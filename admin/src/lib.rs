@@ -49,6 +49,7 @@ pub mod connection;
 mod error;
 mod groups;
 mod protocol;
+mod time;
 mod topics;
 mod types;
 
@@ -56,6 +57,7 @@ pub use admin::{Admin, AdminOptions, MAX_ROUTE_ATTEMPTS};
 pub use assignment::decode_assignment;
 pub use connection::Connection;
 pub use error::{error_name, Error, Result};
+pub use time::parse_rfc3339_ms;
 pub use types::{
     AlterConfigOp, BrokerDescription, ClusterDescription, ConfigEntry, ConfigSource, Election,
     ElectionType, GroupDescription, GroupListing, MemberDescription, NewTopic, OffsetSpec,

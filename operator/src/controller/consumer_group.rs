@@ -19,7 +19,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::{predicates, reflector, watcher, Controller, WatchStreamExt};
 use kube::ResourceExt;
-use tributary_admin::{Admin, GroupDescription, OffsetSpec, TopicPartition};
+use tributary_admin::{parse_rfc3339_ms, Admin, GroupDescription, OffsetSpec, TopicPartition};
 
 use super::{namespace, now_rfc3339, referenced_cluster, write_status, Context, Error};
 use crate::crd::condition::merge_conditions;
@@ -28,8 +28,7 @@ use crate::crd::consumer_group::{
 };
 use crate::crd::Condition;
 use crate::plan::consumer_group::{
-    decide, fingerprint, lag, parse_rfc3339_ms, reset_partitions, target_offsets, ResetDecision,
-    TopicPartition as Tp,
+    decide, fingerprint, lag, reset_partitions, target_offsets, ResetDecision, TopicPartition as Tp,
 };
 use crate::telemetry::Kind;
 

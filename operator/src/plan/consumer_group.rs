@@ -144,69 +144,6 @@ pub fn lag(
     (rows, total)
 }
 
-/// Parses an RFC 3339 date and time (`2026-05-01T12:00:00Z`, `...+02:00`, fractions of a
-/// second allowed) into milliseconds since the epoch.
-pub fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
-    let bad = || format!("{s:?} is not an RFC 3339 date and time such as 2026-05-01T12:00:00Z");
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        s.get(r)
-            .filter(|x| x.bytes().all(|c| c.is_ascii_digit()))
-            .and_then(|x| x.parse().ok())
-            .ok_or_else(bad)
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[13] != b':' || b[16] != b':' || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return Err(bad());
-    }
-    if hour > 23 || minute > 59 || second > 60 {
-        return Err(bad());
-    }
-    let mut rest = &s[19..];
-    let mut millis = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let ms: String = frac[..digits]
-            .chars()
-            .chain("000".chars())
-            .take(3)
-            .collect();
-        millis = ms.parse::<i64>().map_err(|_| bad())?;
-        rest = &frac[digits..];
-    }
-    let offset_minutes = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
-            let h: i64 = rest[1..3].parse().map_err(|_| bad())?;
-            let m: i64 = rest[4..6].parse().map_err(|_| bad())?;
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (h * 60 + m)
-        }
-        _ => return Err(bad()),
-    };
-    let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
-    Ok(seconds * 1000 + millis)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,20 +275,5 @@ mod tests {
         assert_eq!(rows[1].lag, Some(0));
         assert_eq!(rows[2].lag, None);
         assert_eq!(total, 15);
-    }
-
-    #[test]
-    fn rfc3339_timestamps_parse_to_epoch_milliseconds() {
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Ok(0));
-        assert_eq!(
-            parse_rfc3339_ms("2024-05-01T12:00:00Z"),
-            Ok(1_714_564_800_000)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2024-05-01T14:00:00.250+02:00"),
-            Ok(1_714_564_800_250)
-        );
-        assert!(parse_rfc3339_ms("2024-05-01 12:00:00").is_err());
-        assert!(parse_rfc3339_ms("2024-13-01T12:00:00Z").is_err());
     }
 }

@@ -520,3 +520,75 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> anyhow::R
 fn tracing_phase(phase: &str) {
     eprintln!("--- {phase}");
 }
+
+/// The Lease's holder, once someone holds it.
+async fn lease_holder(client: &kube::Client) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), NS);
+    leases
+        .get_opt("tributary-operator")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_operator_replicas_take_turns_through_the_lease() -> anyhow::Result<()> {
+    let bed = Bed::start().await?;
+    let brokers = Brokers::start(3)?;
+    bed.cluster("main", &brokers.bootstrap).await?;
+    let admin = Admin::connect(&brokers.bootstrap).await?;
+    let api: Api<Topic> = Api::namespaced(bed.client.clone(), NS);
+    let lease = ["--lease-duration", "4s", "--lease-renew-every", "500ms"];
+    let mut a = Operator::start(&bed.env, "op-a", &lease)?;
+    let first = wait_for("a Lease holder", WAIT, || lease_holder(&bed.client)).await?;
+    let mut b = Operator::start(&bed.env, "op-b", &lease)?;
+    api.create(&PostParams::default(), &topic("one", 1, Some(1), &[]))
+        .await?;
+    wait_ready(&api, "one").await?;
+    // The second replica waits: the Lease stays with the first.
+    assert_eq!(
+        lease_holder(&bed.client).await.as_deref(),
+        Some(first.as_str())
+    );
+
+    tracing_phase("kill -9 of the leader: the other takes over after the lease duration");
+    let (killed, survivor) = if first == "op-a" {
+        (&mut a, "op-b")
+    } else {
+        (&mut b, "op-a")
+    };
+    killed.kill();
+    wait_for("the other replica holding the Lease", WAIT, || async {
+        lease_holder(&bed.client).await.filter(|h| h == survivor)
+    })
+    .await?;
+    api.create(&PostParams::default(), &topic("two", 1, Some(1), &[]))
+        .await?;
+    wait_ready(&api, "two").await?;
+    assert!(admin.describe_topic("two").await?.is_some());
+
+    tracing_phase("SIGTERM of the leader: it gives the Lease up and exits 0");
+    let survivor_process = if survivor == "op-a" { &mut a } else { &mut b };
+    let status = survivor_process.terminate()?;
+    assert!(status.success(), "{status:?}");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(bed.client.clone(), NS);
+    let spec = leases.get("tributary-operator").await?.spec.expect("spec");
+    assert_eq!(spec.holder_identity, None, "{spec:?}");
+    let started = Instant::now();
+    let _c = Operator::start(&bed.env, "op-c", &lease)?;
+    wait_for("op-c holding the Lease", WAIT, || async {
+        lease_holder(&bed.client).await.filter(|h| h == "op-c")
+    })
+    .await?;
+    // A released Lease is taken at once, not after the lease duration.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}

@@ -4,7 +4,8 @@
 //! ```text
 //! Topic --> Cluster (spec.clusterRef) --> bootstrap servers --> Admin
 //!   claim check: the oldest Topic naming a Kafka topic of a cluster owns it
-//!   observe: Metadata, DescribeConfigs (topic overrides), ListPartitionReassignments
+//!   observe: Metadata, DescribeConfigs (topic overrides); DescribeCluster and
+//!            ListPartitionReassignments only when placement matters
 //!   plan (crate::plan::topic) --> CreateTopics | CreatePartitions | IncrementalAlterConfigs
 //!                                 | AlterPartitionReassignments
 //!   observe again --> status (conditions, topicId, partitions, ISR) + events
@@ -218,8 +219,11 @@ async fn converge(topic: &Topic, tctx: &TopicContext) -> Result<Outcome, Unready
         }
     };
 
-    let brokers = live_brokers(&admin).await.map_err(unreachable)?;
+    let mut brokers = Vec::new();
     let mut observed = observe(&admin, &name).await.map_err(unreachable)?;
+    place(&admin, &topic.spec, &name, &mut observed, &mut brokers)
+        .await
+        .map_err(unreachable)?;
     let mut current = plan(&topic.spec, observed.as_ref(), &brokers);
     let mut acted = Vec::new();
     // Two rounds at most: act, then look again, so a change that completes at once is
@@ -259,6 +263,9 @@ async fn converge(topic: &Topic, tctx: &TopicContext) -> Result<Outcome, Unready
             acted.push(action.clone());
         }
         observed = observe(&admin, &name).await.map_err(unreachable)?;
+        place(&admin, &topic.spec, &name, &mut observed, &mut brokers)
+            .await
+            .map_err(unreachable)?;
         current = plan(&topic.spec, observed.as_ref(), &brokers);
     }
     Ok(Outcome {
@@ -414,13 +421,6 @@ pub async fn observe(
         return Ok(None);
     };
     let configs = admin.describe_topic_configs(name).await?;
-    let reassigning: BTreeSet<i32> = admin
-        .list_partition_reassignments()
-        .await?
-        .into_iter()
-        .filter(|r| r.tp.topic == name)
-        .map(|r| r.tp.partition)
-        .collect();
     Ok(Some(ObservedTopic {
         topic_id: description.topic_id.to_string(),
         partitions: description
@@ -438,8 +438,40 @@ pub async fn observe(
             .filter(|c| c.source == ConfigSource::DynamicTopic)
             .filter_map(|c| Some((c.name, c.value?)))
             .collect(),
-        reassigning,
+        reassigning: BTreeSet::new(),
     }))
+}
+
+/// Asks for the live brokers and the reassignments in progress, when the plan needs them:
+/// to create a topic with a replication factor, or when a partition's replica count is not
+/// the spec's (a replication-factor change, or replicas on the move). Every resync of a
+/// settled topic skips both requests.
+async fn place(
+    admin: &Admin,
+    spec: &crate::crd::topic::TopicSpec,
+    name: &str,
+    observed: &mut Option<ObservedTopic>,
+    brokers: &mut Vec<i32>,
+) -> Result<(), tributary_admin::Error> {
+    let needed = match (observed.as_ref(), spec.replication_factor) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(o), Some(rf)) => o.partitions.iter().any(|p| p.replicas.len() != rf as usize),
+    };
+    if !needed {
+        return Ok(());
+    }
+    *brokers = live_brokers(admin).await?;
+    if let Some(o) = observed.as_mut() {
+        o.reassigning = admin
+            .list_partition_reassignments()
+            .await?
+            .into_iter()
+            .filter(|r| r.tp.topic == name)
+            .map(|r| r.tp.partition)
+            .collect();
+    }
+    Ok(())
 }
 
 async fn carry_out(

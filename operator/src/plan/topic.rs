@@ -126,8 +126,10 @@ pub fn desired_configs(spec: &TopicSpec) -> Result<BTreeMap<String, String>, Blo
 
 /// Plans the requests that bring the topic to `spec`.
 ///
-/// `brokers` are the ids of the live (unfenced) brokers. An existing topic of the same
-/// name is adopted: it is brought to the spec like one the operator created.
+/// `brokers` are the ids of the live (unfenced) brokers; they matter only to create a topic
+/// with a replication factor or to change one, and the controller leaves them out
+/// otherwise. An existing topic of the same name is adopted: it is brought to the spec like
+/// one the operator created.
 pub fn plan(spec: &TopicSpec, observed: Option<&ObservedTopic>, brokers: &[i32]) -> TopicPlan {
     let mut plan = TopicPlan::default();
     let configs = match desired_configs(spec) {

@@ -160,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(config.lease_renew_every) => {}
+                _ = tokio::time::sleep(elector.config().renew_every) => {}
             }
         }
         tracing::info!(%identity, "leading: starting the controllers");
@@ -206,8 +206,10 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if let Some(mut elector) = elector {
-        let renew_every = config.lease_renew_every;
-        let lease_duration = config.lease_duration;
+        let (renew_every, lease_duration) = {
+            let lease = elector.config();
+            (lease.renew_every, lease.lease_duration)
+        };
         let mut renewed = Instant::now();
         loop {
             tokio::select! {

@@ -126,11 +126,8 @@ async fn apply(topic: &Topic, tctx: &TopicContext, api: &Api<Topic>) -> Result<A
     let ctx = &tctx.ctx;
     let outcome = match converge(topic, tctx).await {
         Ok(outcome) => outcome,
-        Err(Unready { reason, message }) => Outcome {
-            conditions: vec![
-                Condition::new("Ready", false, reason, message.clone()),
-                Condition::new("Reconciling", false, reason, message),
-            ],
+        Err(unready) => Outcome {
+            conditions: stopped(unready.reason, unready.message),
             observed: None,
             requeue: ctx.intervals.topic_resync.min(Duration::from_secs(10)),
         },
@@ -243,12 +240,8 @@ async fn converge(topic: &Topic, tctx: &TopicContext) -> Result<Outcome, Unready
                 };
                 ctx.event(topic, EventType::Warning, reason_of(&e), message.clone())
                     .await;
-                let refused = Unready::new(reason_of(&e), message);
                 return Ok(Outcome {
-                    conditions: vec![
-                        Condition::new("Ready", false, refused.reason, refused.message.clone()),
-                        Condition::new("Reconciling", false, refused.reason, refused.message),
-                    ],
+                    conditions: stopped(reason_of(&e), message),
                     observed: observe(&admin, &name).await.ok().flatten(),
                     requeue: ctx.intervals.topic_resync,
                 });
@@ -279,6 +272,15 @@ async fn converge(topic: &Topic, tctx: &TopicContext) -> Result<Outcome, Unready
     })
 }
 
+/// Not ready, and nothing under way, for `reason`: what a blocker, a refused request or an
+/// unreachable cluster leaves.
+fn stopped(reason: &str, message: String) -> Vec<Condition> {
+    vec![
+        Condition::new("Ready", false, reason, message.clone()),
+        Condition::new("Reconciling", false, reason, message),
+    ]
+}
+
 /// The `Ready` and `Reconciling` conditions after a pass.
 fn conditions(plan: &TopicPlan, exists: bool, acted: &[TopicAction]) -> Vec<Condition> {
     if let Some(blocker) = plan.blockers.first() {
@@ -288,10 +290,7 @@ fn conditions(plan: &TopicPlan, exists: bool, acted: &[TopicAction]) -> Vec<Cond
             .map(|b| b.message())
             .collect::<Vec<_>>()
             .join("; ");
-        return vec![
-            Condition::new("Ready", false, blocker.reason(), message.clone()),
-            Condition::new("Reconciling", false, blocker.reason(), message),
-        ];
+        return stopped(blocker.reason(), message);
     }
     if plan.reassignment_in_progress {
         let message = "replicas are moving to reach spec.replicationFactor";

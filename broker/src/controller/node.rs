@@ -30,7 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -155,6 +155,9 @@ pub struct ControllerNode {
     duties: Mutex<DutyState>,
     /// Time origin of `last_heartbeat_ms`: a monotonic clock, immune to wall-clock jumps.
     started: Instant,
+    /// When this node's own broker last had a heartbeat (or its registration) accepted by
+    /// the active controller, in milliseconds since `started` plus one (0: never).
+    broker_lease_ms: AtomicU64,
     /// Cancelled by [`ControllerNode::shutdown`]; every background task watches it.
     shutdown: CancellationToken,
     /// Owns the background tasks (duties, metadata follower, WatchMetadata streams).
@@ -202,6 +205,7 @@ impl ControllerNode {
             clients: Mutex::new(BTreeMap::new()),
             duties: Mutex::new(DutyState::default()),
             started: Instant::now(),
+            broker_lease_ms: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -939,6 +943,7 @@ impl ControllerNode {
                 match result {
                     Ok(_) => {
                         tracing::info!(broker = id, %incarnation, "registered with the controller");
+                        self.renew_broker_lease();
                         break;
                     }
                     Err(e) => tracing::warn!(broker = id, "registration failed, retrying: {e}"),
@@ -962,7 +967,7 @@ impl ControllerNode {
                     result = self.heartbeat(id, incarnation, false) => result,
                 };
                 match result {
-                    Ok(r) if r.error_code == 0 => {}
+                    Ok(r) if r.error_code == 0 => self.renew_broker_lease(),
                     Ok(r)
                         if r.error_code
                             == i32::from(code(ResponseError::BrokerIdNotRegistered))
@@ -985,6 +990,26 @@ impl ControllerNode {
                 }
             }
         }
+    }
+
+    fn renew_broker_lease(&self) {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        self.broker_lease_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Whether this node's broker has gone longer than `session_timeout` without a
+    /// heartbeat accepted by the active controller. The controller fences a broker that
+    /// quiet for that long and elects new leaders for its partitions, so a broker whose lease
+    /// lapsed is, or is about to be, a stale leader: it stops acting as one for clients (see
+    /// the Produce, Metadata and InitProducerId handlers) until a heartbeat gets through.
+    /// False before the first registration.
+    pub fn broker_lease_lapsed(&self, session_timeout: Duration) -> bool {
+        let last = self.broker_lease_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return false;
+        }
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        now.saturating_sub(last) > session_timeout.as_millis() as u64
     }
 
     /// Controlled shutdown: heartbeats with want_shutdown=true until the controller answers

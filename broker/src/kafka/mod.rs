@@ -297,9 +297,23 @@ pub async fn serve_connection(
         let correlation_id = request.header.correlation_id;
         let version = request.header.request_api_version;
         let key = request.api_key;
-        let Some(response) = handler::handle(&ctx, *request).await else {
-            continue; // acks=0 produce: no response
+        let started = std::time::Instant::now();
+        let response = match handler::handle(&ctx, *request).await {
+            Ok(Some(response)) => response,
+            Ok(None) => continue, // acks=0 produce: no response
+            Err(handler::CloseConnection(why)) => {
+                tracing::info!(?peer, ?key, "closing connection: {why}");
+                break;
+            }
         };
+        tracing::trace!(
+            ?peer,
+            ?key,
+            version,
+            correlation_id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "answered"
+        );
         match encode_response(correlation_id, key, version, &response) {
             Ok(bytes) => writer.write_all(&bytes).await?,
             Err(e) => {

@@ -66,6 +66,24 @@ impl BrokerContext {
         Duration::from_millis(self.config.controller_request_timeout_ms)
     }
 
+    /// Whether this broker has gone a session timeout without a heartbeat accepted by the
+    /// active controller (it cannot tell a controller election from being cut off).
+    pub fn lease_lapsed(&self) -> bool {
+        self.controller
+            .broker_lease_lapsed(Duration::from_millis(self.config.broker_session_timeout_ms))
+    }
+
+    /// Whether this broker leads `partition` only in its own stale view: no heartbeat has
+    /// reached the controller and no follower has fetched for a session timeout (plus a
+    /// follower's long-poll). The controller has fenced it by then and elected a new leader;
+    /// a controller election alone does not trip this, as followers keep fetching. Such a
+    /// leader takes no writes and answers no metadata for the partition (see the Produce
+    /// and Metadata handlers), so clients go to the brokers that know the new leader.
+    pub fn cut_off_leader(&self, partition: &replica_manager::Partition) -> bool {
+        let window = self.config.broker_session_timeout_ms + self.config.replica_fetch_wait_max_ms;
+        self.lease_lapsed() && partition.followers_silent(replica_manager::now_ms(), window as i64)
+    }
+
     /// Commits `command` through the controller; the change is visible here on return.
     pub async fn submit(&self, command: Command) -> Result<Outcome, ApiError> {
         let outcome = self

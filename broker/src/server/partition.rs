@@ -246,6 +246,23 @@ impl Partition {
         }
     }
 
+    /// Whether this broker leads the partition, has other replicas, and none of them has
+    /// fetched from it for `window_ms`: with no controller heartbeat getting through either
+    /// (see `BrokerContext::cut_off_leader`), it is cut off, and the others have most
+    /// likely elected a new leader. A partition without followers is never cut off by this
+    /// test: nothing would tell it.
+    pub fn followers_silent(&self, now_ms: i64, window_ms: i64) -> bool {
+        match &self.lock().role {
+            Role::Leader(l) => {
+                !l.followers.is_empty()
+                    && l.followers
+                        .values()
+                        .all(|f| now_ms - f.last_fetch_ms > window_ms)
+            }
+            _ => false,
+        }
+    }
+
     /// Current ISR size when leading.
     pub fn isr_len(&self) -> Option<usize> {
         match &self.lock().role {

@@ -578,11 +578,12 @@ impl TestCluster {
 
     /// The partition as broker `id` itself describes it (a Metadata request sent to that
     /// broker alone, which librdkafka cannot promise): for checking that brokers agree.
-    /// `None` when that broker does not know the partition.
+    /// `None` when that broker does not know the partition, or closes the connection
+    /// instead of answering (cut off from the controller and the partition's followers).
     pub fn partition_seen_by(&self, id: i32, topic: &str, partition: i32) -> Option<PartitionView> {
         let addr = self.brokers.get(id as usize)?.kafka_addr;
         let mut client = RawClient::connect_negotiated(addr);
-        let md = client.metadata(Some(&[topic]), false);
+        let md = client.try_metadata(Some(&[topic]), false).ok()?;
         let t = md
             .topics
             .iter()

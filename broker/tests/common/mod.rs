@@ -277,6 +277,11 @@ pub fn base_config(bootstrap: &str) -> ClientConfig {
         .set("reconnect.backoff.ms", "50")
         .set("reconnect.backoff.max.ms", "500")
         .set("log_level", "4");
+    // `TRIBUTARY_IT_CLIENT_DEBUG=eos,metadata` (with `TRIBUTARY_IT_CLIENT_LOG`) turns on
+    // librdkafka's debug contexts for every client of a test.
+    if let Ok(debug) = std::env::var("TRIBUTARY_IT_CLIENT_DEBUG") {
+        config.set("debug", debug).set("log_level", "7");
+    }
     config
 }
 
@@ -646,21 +651,26 @@ impl RawClient {
 
     /// Sends `req` at `version` and decodes the response, checking the correlation id.
     pub fn send<R: Request>(&mut self, req: R, version: i16) -> R::Response {
-        let payload = self.encode_request(&req, version);
-        let correlation_id = self.correlation_id;
-        self.write_frame(&payload).expect("write request");
-        let mut frame = self.read_frame().unwrap_or_else(|e| {
+        self.try_send(req, version).unwrap_or_else(|e| {
             panic!(
                 "no response to {:?} v{version}: {e}",
                 ApiKey::try_from(R::KEY)
             )
-        });
+        })
+    }
+
+    /// `send`, with a connection the broker closed instead of answering as an error.
+    pub fn try_send<R: Request>(&mut self, req: R, version: i16) -> std::io::Result<R::Response> {
+        let payload = self.encode_request(&req, version);
+        let correlation_id = self.correlation_id;
+        self.write_frame(&payload)?;
+        let mut frame = self.read_frame()?;
         let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version))
             .expect("decode response header");
         assert_eq!(header.correlation_id, correlation_id, "correlation id");
         let resp = R::Response::decode(&mut frame, version).expect("decode response body");
         assert_eq!(frame.remaining(), 0, "trailing bytes after response");
-        resp
+        Ok(resp)
     }
 }
 
@@ -870,6 +880,18 @@ impl RawClient {
         topics: Option<&[&str]>,
         allow_auto_create: bool,
     ) -> kafka_protocol::messages::MetadataResponse {
+        self.try_metadata(topics, allow_auto_create)
+            .unwrap_or_else(|e| panic!("no response to Metadata: {e}"))
+    }
+
+    /// Metadata, with a closed connection as an error: a broker cut off from the cluster
+    /// closes the connection rather than name itself the leader of a partition it may no
+    /// longer lead.
+    pub fn try_metadata(
+        &mut self,
+        topics: Option<&[&str]>,
+        allow_auto_create: bool,
+    ) -> std::io::Result<kafka_protocol::messages::MetadataResponse> {
         use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
         let version = self.version(ApiKey::Metadata, 12);
         let req = MetadataRequest::default()
@@ -879,7 +901,7 @@ impl RawClient {
                     .collect()
             }))
             .with_allow_auto_topic_creation(allow_auto_create);
-        self.send(req, version)
+        self.try_send(req, version)
     }
 }
 pub mod cluster;

@@ -5,6 +5,7 @@
 //! producer_id = -1                ──▶ a new id from this broker's block (from the controller), epoch 0
 //! producer_id/epoch known (v3+)   ──▶ the same id, epoch + 1 (a new id, epoch 0, on overflow)
 //! transactional_id set            ──▶ INVALID_REQUEST: transactions are not supported
+//! no id left, controller lease lapsed ──▶ connection closed: the client asks another broker
 //! ```
 //!
 //! Kafka's transaction coordinator answers every non-transactional request with a fresh id.
@@ -20,10 +21,12 @@
 //! an ACL problem that does not exist.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
+use super::CloseConnection;
 use crate::controller::{Command, Outcome};
 use crate::server::BrokerContext;
 
@@ -31,10 +34,26 @@ use crate::server::BrokerContext;
 /// the producer a new id instead (Kafka's `TransactionMetadata.isEpochExhausted`).
 const MAX_PRODUCER_EPOCH: i16 = i16::MAX - 1;
 
+/// How often a pending producer id allocation checks that this broker still holds its
+/// controller lease.
+const LEASE_CHECK: Duration = Duration::from_millis(100);
+
+/// A broker whose controller lease lapsed has no way to get a producer id block. An error
+/// answer would bring the client straight back: librdkafka retries InitProducerId on a
+/// broker it is connected to, and a client that learned of this broker from the others
+/// may be connected to it alone. Closing the connection sends it to another broker.
+fn cut_off() -> CloseConnection {
+    CloseConnection(
+        "InitProducerId needs a producer id block from the controller, and this broker has \
+         lost contact with it"
+            .to_string(),
+    )
+}
+
 pub async fn init_producer_id(
     ctx: &Arc<BrokerContext>,
     request: InitProducerIdRequest,
-) -> InitProducerIdResponse {
+) -> Result<InitProducerIdResponse, CloseConnection> {
     let error = |e: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(e.code())
@@ -46,7 +65,7 @@ pub async fn init_producer_id(
             transactional_id = %transactional_id.0,
             "InitProducerId for a transactional producer refused: transactions are not supported"
         );
-        return error(ResponseError::InvalidRequest);
+        return Ok(error(ResponseError::InvalidRequest));
     }
     let current_id = request.producer_id.0;
     let current_epoch = request.producer_epoch;
@@ -59,13 +78,13 @@ pub async fn init_producer_id(
             producer_epoch = current_epoch + 1,
             "bumped producer epoch"
         );
-        return InitProducerIdResponse::default()
+        return Ok(InitProducerIdResponse::default()
             .with_producer_id(ProducerId(current_id))
-            .with_producer_epoch(current_epoch + 1);
+            .with_producer_epoch(current_epoch + 1));
     }
     if current_id >= 0 && current_epoch < 0 {
         // KIP-360: an id without an epoch (or an epoch without an id) is malformed.
-        return error(ResponseError::InvalidRequest);
+        return Ok(error(ResponseError::InvalidRequest));
     }
     // Ids come from blocks the controller hands out; a new block is committed through
     // the metadata quorum before any id from it is used, so ids never repeat.
@@ -73,29 +92,46 @@ pub async fn init_producer_id(
         if let Some(id) = ctx.replicas.take_producer_id() {
             break id;
         }
+        if ctx.lease_lapsed() {
+            return Err(cut_off());
+        }
         let command = Command::AllocateProducerIds {
             broker_id: ctx.config.broker_id,
         };
-        match ctx.submit(command).await {
+        // Raced against the lease: a broker cut off from the controller would otherwise
+        // hold the request for the whole controller timeout, longer than clients wait.
+        let submit = ctx.submit(command);
+        tokio::pin!(submit);
+        let result = loop {
+            tokio::select! {
+                result = &mut submit => break result,
+                () = tokio::time::sleep(LEASE_CHECK) => {
+                    if ctx.lease_lapsed() {
+                        return Err(cut_off());
+                    }
+                }
+            }
+        };
+        match result {
             Ok(Outcome::ProducerIds { start, end }) => {
                 tracing::info!(start, end, "got a block of producer ids");
                 ctx.replicas.add_producer_id_block(start, end);
             }
             Ok(other) => {
                 tracing::error!(?other, "unexpected answer to a producer id allocation");
-                return error(ResponseError::UnknownServerError);
+                return Ok(error(ResponseError::UnknownServerError));
             }
             Err(e) => {
                 tracing::warn!(error = %e.message, "cannot allocate a producer id");
-                return InitProducerIdResponse::default()
+                return Ok(InitProducerIdResponse::default()
                     .with_error_code(e.code)
                     .with_producer_id(ProducerId(-1))
-                    .with_producer_epoch(-1);
+                    .with_producer_epoch(-1));
             }
         }
     };
     tracing::debug!(producer_id = id, "allocated producer id");
-    InitProducerIdResponse::default()
+    Ok(InitProducerIdResponse::default()
         .with_producer_id(ProducerId(id))
-        .with_producer_epoch(0)
+        .with_producer_epoch(0))
 }

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::str_bytes;
+use super::{str_bytes, CloseConnection};
 use crate::controller::{MetadataImage, TopicRecord, NO_LEADER};
 use crate::kafka::api_versions_list;
 use crate::server::BrokerContext;
@@ -92,7 +92,7 @@ pub async fn metadata(
     ctx: &std::sync::Arc<BrokerContext>,
     request: MetadataRequest,
     version: i16,
-) -> MetadataResponse {
+) -> Result<MetadataResponse, CloseConnection> {
     // v0 has no null topic list: an empty one means every topic. v1+ sends null for that.
     let requested = match request.topics {
         None => None,
@@ -158,8 +158,11 @@ pub async fn metadata(
             out
         }
     };
+    if let Some(why) = cut_off_partition(ctx, &topics) {
+        return Err(CloseConnection(why));
+    }
     let controller = ctx.controller.active_controller().unwrap_or(-1);
-    MetadataResponse::default()
+    Ok(MetadataResponse::default()
         .with_brokers(
             registered_brokers(&image)
                 .into_iter()
@@ -174,7 +177,38 @@ pub async fn metadata(
         )
         .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
         .with_controller_id(BrokerId(controller))
-        .with_topics(topics)
+        .with_topics(topics))
+}
+
+/// A partition of the answer this broker would name itself the leader of while it is cut
+/// off from the controller and from the partition's followers (`cut_off_leader`): they have
+/// a new leader it does not know of. Answering with this stale view, or with "no leader",
+/// would keep a client that is connected to this broker alone asking here until the cut
+/// heals (librdkafka refreshes metadata from the brokers it is connected to); closing the
+/// connection sends it to another broker.
+fn cut_off_partition(ctx: &BrokerContext, topics: &[MetadataResponseTopic]) -> Option<String> {
+    if !ctx.lease_lapsed() {
+        return None;
+    }
+    let me = ctx.config.broker_id;
+    for topic in topics {
+        let Some(name) = &topic.name else { continue };
+        let Some(state) = ctx.replicas.topic(&name.0) else {
+            continue;
+        };
+        for p in topic.partitions.iter().filter(|p| p.leader_id.0 == me) {
+            if let Ok(partition) = state.lookup(p.partition_index, me) {
+                if ctx.cut_off_leader(&partition) {
+                    return Some(format!(
+                        "Metadata: this broker has lost contact with the controller and with \
+                         the followers of {}-{}, so it cannot say who leads it",
+                        name.0, p.partition_index
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 pub fn describe_cluster(

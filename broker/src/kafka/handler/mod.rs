@@ -31,21 +31,30 @@ use kafka_protocol::protocol::StrBytes;
 use super::DecodedRequest;
 use crate::server::BrokerContext;
 
-/// Handles one request. `None` means the request gets no response (Produce with acks=0).
+/// A request this broker cannot serve and must not keep the client waiting on, nor answer
+/// with an error that brings the client straight back here: the connection is closed, and
+/// the client goes to another broker (see `init_producer_id`).
+#[derive(Debug)]
+pub struct CloseConnection(pub String);
+
+/// Handles one request. `Ok(None)` means the request gets no response (Produce with acks=0).
 pub async fn handle(
     ctx: &std::sync::Arc<BrokerContext>,
     request: DecodedRequest,
-) -> Option<ResponseKind> {
+) -> Result<Option<ResponseKind>, CloseConnection> {
     let version = request.header.request_api_version;
     let response = match request.body {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(metadata::api_versions(r)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::metadata(ctx, r, version).await)
+            ResponseKind::Metadata(metadata::metadata(ctx, r, version).await?)
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(metadata::describe_cluster(ctx, r))
         }
-        RequestKind::Produce(r) => ResponseKind::Produce(produce::produce(ctx, r, version).await?),
+        RequestKind::Produce(r) => match produce::produce(ctx, r, version).await {
+            Some(response) => ResponseKind::Produce(response),
+            None => return Ok(None),
+        },
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(ctx, r, version).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::list_offsets(ctx, r, version).await)
@@ -72,7 +81,7 @@ pub async fn handle(
             ResponseKind::DeleteRecords(delete_records::delete_records(ctx, r).await)
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::init_producer_id(ctx, r).await)
+            ResponseKind::InitProducerId(init_producer_id::init_producer_id(ctx, r).await?)
         }
         RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
             reassign::alter_partition_reassignments(ctx, r, version).await,
@@ -115,7 +124,7 @@ pub async fn handle(
         // `decode_request` only lets through the keys in SUPPORTED_APIS, each handled above.
         other => unreachable!("request {other:?} passed the version check but has no handler"),
     };
-    Some(response)
+    Ok(Some(response))
 }
 
 /// A `StrBytes` from an owned string.

@@ -6,6 +6,7 @@
 //! resolve (leader here?) ─> append (blocking pool) ─> acks=all: wait for the HW ─> respond
 //!        │ no: NOT_LEADER_OR_FOLLOWER                   │ leadership lost: NOT_LEADER_OR_FOLLOWER
 //!        │ ISR < min.insync.replicas: NOT_ENOUGH_REPLICAS  timeout: REQUEST_TIMED_OUT
+//!        │ cut off (BrokerContext::cut_off_leader): NOT_LEADER_OR_FOLLOWER
 //! ```
 //!
 //! Idempotent producers: a retried batch the log already holds is answered with error code 0
@@ -62,6 +63,18 @@ pub async fn produce(
                     )),
                     Some(topic) => match topic.lookup(p.index, me) {
                         Err(e) => Slot::Error(e),
+                        // Cut off from the controller and the followers, this broker is a
+                        // stale leader: the client looks the leader up again, elsewhere.
+                        Ok(partition) if ctx.cut_off_leader(&partition) => {
+                            Slot::Error(ApiError::new(
+                                ResponseError::NotLeaderOrFollower,
+                                format!(
+                                    "broker {me} has lost contact with the controller and the \
+                                     followers of {name}-{}: it no longer leads it",
+                                    p.index
+                                ),
+                            ))
+                        }
                         Ok(partition) => match p.records {
                             Some(records) if !records.is_empty() => {
                                 let min_isr = min_insync_replicas(&ctx.config, topic);
@@ -120,6 +133,10 @@ pub async fn produce(
                 if let Err(e) =
                     wait_replicated(partition, info.last_offset, *epoch, *min_isr, deadline).await
                 {
+                    tracing::debug!(
+                        topic = %partition.topic, partition = partition.index,
+                        error = %e.message, "acks=all produce failed"
+                    );
                     *result = Err(e);
                 }
             }

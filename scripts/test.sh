@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo nextest run --workspace --profile ci "$@"
 # Criterion benchmarks in test mode (each runs once), in the already-built test profile.
-cargo test -q -p tributary --bench log
+cargo test -q -p tributary --bench log --bench metrics

@@ -87,6 +87,8 @@ pub fn broker_settings(
         settings.push(format!("controller.listener={controller}"));
         settings.push(format!("controller.quorum.voters={voters}"));
     }
+    // Not the default 9644: brokers on one machine would all want it.
+    settings.push("http.listener=127.0.0.1:0".to_string());
     settings.push(format!("log.dirs={}", log_dir.display()));
     settings.push("auto.create.topics.enable=true".to_string());
     settings.push(format!("default.replication.factor={replication_factor}"));
@@ -508,6 +510,7 @@ mod tests {
                 "listeners=PLAINTEXT://127.0.0.1:9093",
                 "controller.listener=127.0.0.1:9193",
                 "controller.quorum.voters=0@127.0.0.1:9192,1@127.0.0.1:9193,2@127.0.0.1:9194",
+                "http.listener=127.0.0.1:0",
                 "log.dirs=/d/broker-1",
                 "auto.create.topics.enable=true",
                 "default.replication.factor=3",

@@ -8,6 +8,7 @@
 //!
 //! child stdout ──reader thread──> "tributary broker {id} listening on {addr}" = ready;
 //!                                 any other line is forwarded as "[broker {id}] line"
+//!                                 (among them "serving HTTP on {addr}", see below)
 //! child stderr ──inherited (the brokers' logs)
 //! child exit   ──waiter thread──> reported; the other brokers keep running
 //!
@@ -53,6 +54,10 @@ const MANAGED_KEYS: &[(&str, &str)] = &[
     ("controller.listener", "; use --controller-port"),
     ("controller.advertised.listener", "; use --controller-port"),
     ("controller.quorum.voters", ""),
+    (
+        "http.listener",
+        "; each broker binds a free port and prints it as it starts",
+    ),
     ("log.dirs", "; use --data-dir"),
     ("log.dir", "; use --data-dir"),
 ];
@@ -204,6 +209,10 @@ pub fn plan(spec: &DevClusterSpec) -> Result<Vec<BrokerPlan>> {
                 format!("listeners=PLAINTEXT://{kafka}"),
                 format!("controller.listener={controller}"),
                 format!("controller.quorum.voters={voters}"),
+                // /healthz, /readyz and /metrics on a free port each, rather than all on
+                // 9644; the broker prints the address (`serving HTTP on`), which the
+                // supervisor forwards.
+                "http.listener=127.0.0.1:0".to_string(),
                 format!("log.dirs={}", log_dir.display()),
                 "auto.create.topics.enable=true".to_string(),
                 format!("default.replication.factor={replication_factor}"),
@@ -603,6 +612,7 @@ mod tests {
                 format!("listeners=PLAINTEXT://127.0.0.1:{}", 9092 + i),
                 format!("controller.listener=127.0.0.1:{}", 9192 + i),
                 voters.to_string(),
+                "http.listener=127.0.0.1:0".to_string(),
                 format!("log.dirs=/tmp/dev/broker-{i}"),
                 "auto.create.topics.enable=true".to_string(),
                 "default.replication.factor=3".to_string(),

@@ -8,7 +8,8 @@
 //! | [`group`] | consumer groups: the classic-protocol membership state machine |
 //! | [`cli`] | the admin command line (`tributary topics ...`) on the `tributary-admin` client |
 //! | [`devcluster`] | `tributary dev --brokers N`: runs and supervises N local broker processes |
-//! | [`server`] | process wiring: configuration, listener, partitions, background tasks, shutdown |
+//! | [`metrics`] | every Prometheus metric: the request-path counters and the scrape-time gauges |
+//! | [`server`] | process wiring: configuration, listeners (Kafka, gRPC, HTTP probes and metrics), partitions, background tasks, shutdown |
 
 pub mod cli;
 pub mod controller;
@@ -16,4 +17,5 @@ pub mod devcluster;
 pub mod group;
 pub mod kafka;
 pub mod log;
+pub mod metrics;
 pub mod server;

@@ -195,7 +195,13 @@ async fn run(config: BrokerConfig, dev: bool) -> anyhow::Result<()> {
     {
         // Tests and scripts wait for this line; print it only once the listener is bound.
         let mut out = std::io::stdout().lock();
-        writeln!(out, "tributary broker {broker_id} listening on {addr}")?;
+        // The HTTP line goes out in the same write: a reader that takes the first line and
+        // closes the pipe must not make the next write fail.
+        let mut lines = format!("tributary broker {broker_id} listening on {addr}\n");
+        if let Some(http) = broker.http_addr() {
+            lines += &format!("tributary broker {broker_id} serving HTTP on {http}\n");
+        }
+        out.write_all(lines.as_bytes())?;
         if dev {
             writeln!(
                 out,

@@ -1315,6 +1315,26 @@ impl GroupCoordinator {
         Ok(listed)
     }
 
+    /// How many live groups this broker coordinates, by state (those of partitions still
+    /// loading left out), for the metrics: one short look under the lock, never waiting for
+    /// a load as [`list`](Self::list) does. States without a group are left out.
+    pub fn group_counts(&self) -> Vec<(GroupState, usize)> {
+        let state = self.lock();
+        let mut counts: Vec<(GroupState, usize)> = Vec::new();
+        for entry in state.groups.values() {
+            let group_state = entry.group.state();
+            if group_state == GroupState::Dead {
+                continue;
+            }
+            match counts.iter_mut().find(|(s, _)| *s == group_state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((group_state, 1)),
+            }
+        }
+        counts.sort_by_key(|(s, _)| *s as u8);
+        counts
+    }
+
     /// DescribeGroups for one group: a copy of it, `None` if unknown; an error code when
     /// this broker does not coordinate it.
     pub fn describe(&self, group_id: &str) -> Result<Option<Group>, i16> {

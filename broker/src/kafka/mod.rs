@@ -298,20 +298,28 @@ pub async fn serve_connection(
         let version = request.header.request_api_version;
         let key = request.api_key;
         let started = std::time::Instant::now();
+        let metrics = ctx.replicas.metrics();
         let response = match handler::handle(&ctx, *request).await {
             Ok(Some(response)) => response,
-            Ok(None) => continue, // acks=0 produce: no response
+            Ok(None) => {
+                // acks=0 produce: no response
+                metrics.record_request(key, started.elapsed(), false);
+                continue;
+            }
             Err(handler::CloseConnection(why)) => {
+                metrics.record_request(key, started.elapsed(), true);
                 tracing::info!(?peer, ?key, "closing connection: {why}");
                 break;
             }
         };
+        let elapsed = started.elapsed();
+        metrics.record_request(key, elapsed, crate::metrics::carries_error(&response));
         tracing::trace!(
             ?peer,
             ?key,
             version,
             correlation_id,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = elapsed.as_millis() as u64,
             "answered"
         );
         match encode_response(correlation_id, key, version, &response) {

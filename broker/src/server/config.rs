@@ -185,6 +185,12 @@ fn resolve(listener: &Listener, key: &str) -> Result<SocketAddr> {
 /// Port of `controller.listener` on a broker that is not a voter of a multi-broker quorum.
 pub const DEFAULT_CONTROLLER_PORT: u16 = 9093;
 
+/// Port of `http.listener` (`/healthz`, `/readyz`, `/metrics`): Redpanda's, the other
+/// Kafka-API broker's, for its admin and metrics endpoints, so a scrape config or a probe
+/// written for one fits the other. It is clear of Kafka's 9092 and 9093, of the JMX
+/// exporter's 9404 that Kafka images run as a sidecar, and of the operator's 8080.
+pub const DEFAULT_HTTP_PORT: u16 = 9644;
+
 /// Smallest `controller.election.timeout.ms`: twice the Raft heartbeat interval (100 ms).
 pub const MIN_ELECTION_TIMEOUT_MS: i64 = 200;
 
@@ -332,6 +338,10 @@ pub struct BrokerConfig {
     pub connections_max_idle_ms: u64,
     /// `shutdown.grace.ms`: how long in-flight requests may run after a stop signal.
     pub shutdown_grace_ms: u64,
+    /// `http.listener` (Tributary): where `/healthz`, `/readyz` and `/metrics` are served.
+    /// Every interface by default: the kubelet probes the pod's IP. `None` (the key set
+    /// to an empty value) serves no HTTP at all.
+    pub http_listener: Option<Listener>,
     /// `group.min.session.timeout.ms`, `group.max.session.timeout.ms`,
     /// `group.initial.rebalance.delay.ms`, `group.max.size`.
     pub group: crate::group::membership::GroupConfig,
@@ -429,6 +439,10 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             connections_max_idle_ms: 600_000,
             shutdown_grace_ms: 10_000,
+            http_listener: Some(Listener {
+                host: "0.0.0.0".into(),
+                port: DEFAULT_HTTP_PORT,
+            }),
             group: crate::group::membership::GroupConfig::default(),
             offsets_topic_num_partitions: 50,
             offsets_topic_segment_bytes: 104_857_600,
@@ -493,6 +507,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max.connections",
     "connections.max.idle.ms",
     "shutdown.grace.ms",
+    "http.listener",
     "group.min.session.timeout.ms",
     "group.max.session.timeout.ms",
     "group.initial.rebalance.delay.ms",
@@ -632,6 +647,13 @@ impl BrokerConfig {
         }
         if let Some(v) = props.get("shutdown.grace.ms") {
             c.shutdown_grace_ms = parse_num("shutdown.grace.ms", v, 0, i64::MAX)? as u64;
+        }
+        if let Some(v) = props.get("http.listener") {
+            c.http_listener = if v.trim().is_empty() {
+                None
+            } else {
+                Some(parse_host_port("http.listener", v, HostPort::Bind)?)
+            };
         }
         let int_max = i64::from(i32::MAX);
         if let Some(v) = props.get("group.min.session.timeout.ms") {
@@ -907,8 +929,34 @@ impl BrokerConfig {
             )));
         }
         self.listener.bind_addr()?;
+        if let Some(http) = &self.http_listener {
+            resolve(http, "http.listener")?;
+            for (key, other) in [
+                ("listeners", &self.listener),
+                ("controller.listener", &self.controller_listener),
+            ] {
+                if listeners_clash(http, other) {
+                    return Err(ConfigError::Conflict(format!(
+                        "http.listener={} and {key}={} bind the same port",
+                        http.host_port(),
+                        other.host_port()
+                    )));
+                }
+            }
+        }
         Ok(self)
     }
+}
+
+/// Whether two listeners would bind the same fixed port on a shared address: the same
+/// host, or either of them every interface. Port 0 (any free port) never clashes.
+fn listeners_clash(a: &Listener, b: &Listener) -> bool {
+    let every_interface = |l: &Listener| {
+        l.host.is_empty() || l.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified())
+    };
+    a.port != 0
+        && a.port == b.port
+        && (a.host == b.host || every_interface(a) || every_interface(b))
 }
 
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -1041,6 +1089,78 @@ mod tests {
         assert!(Properties::default()
             .merge_overrides(&["novalue".into()])
             .is_err());
+    }
+
+    #[test]
+    fn http_listener_defaults_on_and_can_be_turned_off() {
+        let c = cluster(&[], None);
+        let http = c.http_listener.as_ref().expect("on by default");
+        assert_eq!(http.host_port(), "0.0.0.0:9644");
+        assert_eq!(c.http_listener, BrokerConfig::default().http_listener);
+        assert_eq!(
+            cluster(&[("http.listener", "127.0.0.1:0")], None)
+                .http_listener
+                .map(|l| l.host_port()),
+            Some("127.0.0.1:0".to_string())
+        );
+        assert_eq!(
+            cluster(&[("http.listener", ":8081")], None)
+                .http_listener
+                .map(|l| l.bind_addr().unwrap().port()),
+            Some(8081)
+        );
+        assert_eq!(cluster(&[("http.listener", "")], None).http_listener, None);
+        assert_eq!(
+            cluster(&[("http.listener", "  ")], None).http_listener,
+            None
+        );
+        let mut env = Properties::default();
+        env.merge_env([(
+            "TRIBUTARY_HTTP_LISTENER".to_string(),
+            "[::1]:9000".to_string(),
+        )]);
+        let (c, ignored) = BrokerConfig::from_properties_with_hostname(&env, None).unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
+        assert_eq!(c.http_listener.unwrap().host_port(), "[::1]:9000");
+
+        for (value, needle) in [
+            ("9644", "host:port"),
+            ("http://0.0.0.0:9644", "scheme"),
+            ("0.0.0.0:70000", "0 to 65535"),
+            ("0.0.0.0:http", "0 to 65535"),
+        ] {
+            let err = cluster_err(&[("http.listener", value)]);
+            assert!(
+                err.contains("http.listener") && err.contains(needle),
+                "{value}: {err}"
+            );
+        }
+        // The same port as another listener of the broker.
+        let err = cluster_err(&[("http.listener", ":9092")]);
+        assert!(
+            err.contains("http.listener=:9092") && err.contains("listeners="),
+            "{err}"
+        );
+        let err = cluster_err(&[
+            ("http.listener", "127.0.0.1:7000"),
+            ("controller.listener", "0.0.0.0:7000"),
+        ]);
+        assert!(err.contains("controller.listener=0.0.0.0:7000"), "{err}");
+        // Different hosts, or port 0, do not clash.
+        cluster(
+            &[
+                ("listeners", "PLAINTEXT://127.0.0.1:9092"),
+                ("http.listener", "127.0.0.2:9092"),
+            ],
+            None,
+        );
+        cluster(
+            &[
+                ("listeners", "PLAINTEXT://127.0.0.1:0"),
+                ("http.listener", "127.0.0.1:0"),
+            ],
+            None,
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! bind: ReplicaManager ─ gRPC listener (Raft, Controller, Replica) ─ ControllerNode
+//!       ├─> HTTP listener: /healthz, /readyz, /metrics (see `http`), from here on
 //!       ├─> lifecycle: register with the controller, heartbeat
 //!       ├─> image follower: committed image ─> ReplicaManager::apply_image ─> fetchers, groups
 //!       └─> wait until the controller has unfenced this broker
@@ -13,6 +14,7 @@
 //! ```
 
 pub mod config;
+pub mod http;
 pub mod partition;
 pub mod replica_manager;
 pub mod replication;
@@ -125,9 +127,12 @@ fn submitter(controller: &Arc<ControllerNode>, timeout: Duration) -> SubmitFn {
 pub struct Broker {
     ctx: Arc<BrokerContext>,
     listener: TcpListener,
-    /// Stops the tasks started in `bind` (lifecycle, image follower, gRPC server).
+    /// Stops the tasks started in `bind` (lifecycle, image follower, gRPC and HTTP servers).
     background: CancellationToken,
     background_tasks: TaskTracker,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; `None` when `http.listener`
+    /// is empty.
+    http_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -168,6 +173,14 @@ impl Broker {
                 )
             })?;
         let rpc_bound = rpc_listener.local_addr()?;
+        let http_listener = match &config.http_listener {
+            Some(l) => Some(http::bind(l).await?),
+            None => None,
+        };
+        let http_addr = http_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let rpc_addr = {
             let l = &config.controller_advertised_listener;
             let host = if l.host.is_empty() {
@@ -262,6 +275,11 @@ impl Broker {
             rpc_addr: rpc_addr.clone(),
         });
 
+        // Probes are answered from here on, while the broker waits to be admitted below:
+        // /healthz says the process is up, /readyz what it is waiting for.
+        if let Some(listener) = http_listener {
+            background_tasks.spawn(http::serve(listener, ctx.clone(), background.child_token()));
+        }
         background_tasks.spawn(follow_image(ctx.clone(), background.child_token()));
         let registration = BrokerRecord {
             id: config.broker_id,
@@ -321,11 +339,17 @@ impl Broker {
             listener,
             background,
             background_tasks,
+            http_addr,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The bound address of `http.listener`, if it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     pub fn context(&self) -> &Arc<BrokerContext> {
@@ -339,6 +363,7 @@ impl Broker {
             listener,
             background,
             background_tasks,
+            http_addr: _,
         } = self;
         let tasks = TaskTracker::new();
         let connections = TaskTracker::new();

@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use crate::controller::{topic_config, MetadataImage, TopicRecord, METADATA_DIR};
 use crate::log::{Log, LogConfig};
+use crate::metrics::{BrokerMetrics, TopicMetrics};
 use crate::server::config::BrokerConfig;
 pub use crate::server::partition::{LogGuard, Partition, Role};
 
@@ -76,6 +77,9 @@ pub struct TopicState {
     pub log_config: LogConfig,
     /// By partition index; `None` where this broker is not a replica.
     pub hosted: Vec<Option<Arc<Partition>>>,
+    /// The topic's traffic counters, when it has a partition here (see
+    /// [`BrokerMetrics::topic`]): the Produce and Fetch handlers count into them.
+    pub metrics: Option<TopicMetrics>,
 }
 
 impl TopicState {
@@ -154,6 +158,8 @@ pub struct ReplicaManager {
     image_applied: watch::Sender<u64>,
     /// Random per process start; registered with the controller.
     incarnation: Uuid,
+    /// What the broker counts as it works: requests, topic traffic, ISR changes.
+    metrics: Arc<BrokerMetrics>,
 }
 
 fn partition_dir(log_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -169,7 +175,12 @@ impl ReplicaManager {
             producer_ids: Mutex::new(ProducerIdBlock::default()),
             image_applied: watch::channel(0).0,
             incarnation: Uuid::new_v4(),
+            metrics: Arc::new(BrokerMetrics::new()),
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<BrokerMetrics> {
+        &self.metrics
     }
 
     pub fn config(&self) -> &Arc<BrokerConfig> {
@@ -396,15 +407,27 @@ impl ReplicaManager {
                 slots.push(Some(partition));
             }
             by_id.insert(record.topic_id, record.name.clone());
+            let metrics = slots
+                .iter()
+                .any(Option::is_some)
+                .then(|| self.metrics.topic(&record.name));
             topics.insert(
                 record.name.clone(),
                 Arc::new(TopicState {
                     record: record.clone(),
                     log_config,
                     hosted: slots,
+                    metrics,
                 }),
             );
         }
+        self.metrics.retain_topics(
+            &topics
+                .values()
+                .filter(|t| t.metrics.is_some())
+                .map(|t| t.record.name.as_str())
+                .collect(),
+        );
         let gone: Vec<Arc<Partition>> = state
             .hosted
             .iter()

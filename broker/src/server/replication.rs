@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafka_protocol::ResponseError;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +49,13 @@ pub type SubmitFn = Arc<
 >;
 
 /// Asks the controller for an ISR change; on refusal the partition may propose again.
-pub fn propose_isr_change(submit: &SubmitFn, partition: Arc<Partition>, change: IsrChange) {
+/// `committed` (the broker's ISR shrink or expansion counter) counts it once committed.
+pub fn propose_isr_change(
+    submit: &SubmitFn,
+    partition: Arc<Partition>,
+    change: IsrChange,
+    committed: Counter,
+) {
     let submit = submit.clone();
     tokio::spawn(async move {
         let partition_epoch = change.partition_epoch;
@@ -64,12 +71,17 @@ pub fn propose_isr_change(submit: &SubmitFn, partition: Arc<Partition>, change: 
             partition_epoch,
             new_isr: change.new_isr.clone(),
         };
-        if let Err(e) = submit(command).await {
-            tracing::warn!(
-                topic = %change.topic, partition = change.partition, error = %e,
-                "ISR change refused"
-            );
-            partition.clear_pending_isr(partition_epoch);
+        match submit(command).await {
+            Ok(_) => {
+                committed.inc();
+            }
+            Err(e) => {
+                tracing::warn!(
+                    topic = %change.topic, partition = change.partition, error = %e,
+                    "ISR change refused"
+                );
+                partition.clear_pending_isr(partition_epoch);
+            }
         }
     });
 }
@@ -142,7 +154,8 @@ fn leader_pass(
         );
         budget = budget.saturating_sub(result.records.len());
         if let Some(change) = result.expand_isr {
-            propose_isr_change(submit, partition.clone(), change);
+            let expands = replicas.metrics().isr_expands.clone();
+            propose_isr_change(submit, partition.clone(), change, expands);
         }
         out.push(FetchedPartition {
             topic: p.topic.clone(),
@@ -514,7 +527,8 @@ pub async fn run_isr_monitor(
         let now = now_ms();
         for partition in replicas.all_partitions() {
             if let Some(change) = partition.isr_shrink(now, max_lag_ms) {
-                propose_isr_change(&submit, partition, change);
+                let shrinks = replicas.metrics().isr_shrinks.clone();
+                propose_isr_change(&submit, partition, change, shrinks);
             }
         }
     }

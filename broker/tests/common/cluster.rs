@@ -120,6 +120,9 @@ pub struct ClusterBroker {
     kafka_addr: SocketAddr,
     /// Where the broker's gRPC listener binds (behind the proxy, if any).
     controller_listener: SocketAddr,
+    /// `http.listener`: `/healthz`, `/readyz` and `/metrics`, on the same port across
+    /// restarts.
+    http_addr: SocketAddr,
     /// In front of `controller_listener` when the cluster was started with proxies.
     proxy: Option<PartitionProxy>,
     /// Every `--override` of its command line, replayed on restart.
@@ -151,6 +154,11 @@ impl ClusterBroker {
     /// Where the broker's own gRPC listener binds.
     pub fn controller_listener(&self) -> SocketAddr {
         self.controller_listener
+    }
+
+    /// Where it serves `/healthz`, `/readyz` and `/metrics`.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     pub fn proxy(&self) -> Option<&PartitionProxy> {
@@ -354,8 +362,9 @@ impl TestCluster {
             .tempdir()
             .expect("create temp dir");
         let isolation = Arc::new(Isolation::default());
-        let ports = free_ports(2 * n);
-        let (kafka_ports, controller_ports) = ports.split_at(n);
+        let ports = free_ports(3 * n);
+        let (kafka_ports, rest) = ports.split_at(n);
+        let (controller_ports, http_ports) = rest.split_at(n);
         // Proxy listeners stay bound from here on, so their ports cannot be lost.
         let proxy_listeners: Vec<Option<TcpListener>> = (0..n)
             .map(|_| options.proxies.then(PartitionProxy::bind))
@@ -377,6 +386,7 @@ impl TestCluster {
             std::fs::create_dir_all(&log_dir).expect("create log dir");
             let kafka_addr = SocketAddr::from(([127, 0, 0, 1], kafka_ports[i]));
             let controller_listener = SocketAddr::from(([127, 0, 0, 1], controller_ports[i]));
+            let http_addr = SocketAddr::from(([127, 0, 0, 1], http_ports[i]));
             let mut settings: Vec<(String, String)> = vec![
                 ("broker.id".into(), id.to_string()),
                 ("log.dirs".into(), log_dir.display().to_string()),
@@ -390,6 +400,7 @@ impl TestCluster {
                     dial_addr(i).to_string(),
                 ),
                 ("controller.quorum.voters".into(), voters.clone()),
+                ("http.listener".into(), http_addr.to_string()),
                 ("default.replication.factor".into(), n.min(3).to_string()),
                 ("auto.create.topics.enable".into(), "true".into()),
                 ("log.retention.check.interval.ms".into(), "100".into()),
@@ -413,6 +424,7 @@ impl TestCluster {
                 log_dir,
                 kafka_addr,
                 controller_listener,
+                http_addr,
                 proxy,
                 settings,
                 process: BrokerProcess::new(format!("broker {id}")),

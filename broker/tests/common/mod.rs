@@ -95,6 +95,13 @@ impl TestBroker {
         self.addr.to_string()
     }
 
+    /// Where it serves `/healthz`, `/readyz` and `/metrics` (a new port after a restart).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.process
+            .http_addr()
+            .unwrap_or_else(|| panic!("no `serving HTTP on` line\n{}", self.output()))
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }
@@ -182,6 +189,8 @@ fn broker_settings(
     let mut settings: Vec<(String, String)> = vec![
         ("log.dirs".into(), log_dir.display().to_string()),
         ("listeners".into(), "PLAINTEXT://127.0.0.1:0".into()),
+        // Not the default 9644, which every broker of a parallel test run would want.
+        ("http.listener".into(), "127.0.0.1:0".into()),
         ("log.retention.check.interval.ms".into(), "100".into()),
     ];
     for (k, v) in overrides {

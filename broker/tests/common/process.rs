@@ -6,6 +6,7 @@
 //! ```text
 //! spawn(settings) ──▶ tributary broker --override k=v ...
 //!                        │ stdout ──▶ output ("[stdout] " + line) ──▶ `listening on` channel
+//!                        │            (then `serving HTTP on`, read back by http_addr)
 //!                        │ stderr ──▶ output
 //! wait_listening(rx, deadline) ──▶ the address, or why not (exited, no line in time)
 //! ```
@@ -121,6 +122,22 @@ impl BrokerProcess {
         self.output.lock().unwrap().clone()
     }
 
+    /// The address of `http.listener` as the latest start printed it: the `serving HTTP on`
+    /// line that follows its `listening on` line. That line may not have been read yet when
+    /// `start` returns, so this waits for it (up to 5 s); `None` when there is none.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(addr) = latest_http_addr(&self.output()) {
+                return Some(addr);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Adds a `==== harness:` line to the output.
     pub fn note(&self, what: &str) {
         append(&self.output, &format!("==== harness: {} {what}", self.name));
@@ -211,6 +228,26 @@ fn append(output: &Arc<Mutex<String>>, line: &str) {
     let mut out = output.lock().unwrap();
     out.push_str(line);
     out.push('\n');
+}
+
+/// The HTTP address printed after the last `listening on` line of `output`.
+fn latest_http_addr(output: &str) -> Option<SocketAddr> {
+    let lines: Vec<&str> = output.lines().collect();
+    let started = lines
+        .iter()
+        .rposition(|l| l.starts_with("[stdout] ") && listening_addr(l).is_some())?;
+    lines[started + 1..]
+        .iter()
+        .find_map(|l| serving_http_addr(l))
+}
+
+/// The address of a `[stdout] tributary broker 0 serving HTTP on 127.0.0.1:9644` line.
+fn serving_http_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line
+        .strip_prefix("[stdout] ")?
+        .split("serving HTTP on ")
+        .nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// The address of a `... listening on PLAINTEXT://127.0.0.1:9092` line.

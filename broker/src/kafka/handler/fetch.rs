@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::blocking;
 use crate::log::FetchData;
-use crate::server::replica_manager::Partition;
+use crate::server::replica_manager::{Partition, TopicState};
 use crate::server::BrokerContext;
 
 /// One requested partition.
@@ -110,6 +110,8 @@ fn read_pass(wanted: &[Wanted], response_max_bytes: usize) -> Vec<Found> {
 pub async fn fetch(ctx: &Arc<BrokerContext>, request: FetchRequest, version: i16) -> FetchResponse {
     let by_id = version >= 13;
     let mut topics: Vec<(TopicName, Uuid)> = Vec::new();
+    // By the same index as `topics`: where the bytes sent get counted.
+    let mut topic_states: Vec<Option<Arc<TopicState>>> = Vec::new();
     let mut wanted = Vec::new();
     for t in request.topics {
         let topic = if by_id {
@@ -141,6 +143,7 @@ pub async fn fetch(ctx: &Arc<BrokerContext>, request: FetchRequest, version: i16
                 max_bytes: p.partition_max_bytes.max(0) as usize,
             });
         }
+        topic_states.push(topic);
     }
 
     let max_bytes = if request.max_bytes <= 0 {
@@ -182,6 +185,12 @@ pub async fn fetch(ctx: &Arc<BrokerContext>, request: FetchRequest, version: i16
         })
         .collect();
     for (w, f) in wanted.iter().zip(found) {
+        if let Some(metrics) = topic_states[w.topic]
+            .as_ref()
+            .and_then(|t| t.metrics.as_ref())
+        {
+            metrics.bytes_out.inc_by(f.records.len() as u64);
+        }
         let mut data = PartitionData::default()
             .with_partition_index(w.index)
             .with_error_code(f.error)

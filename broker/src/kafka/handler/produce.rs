@@ -25,7 +25,9 @@ use tokio::time::Instant;
 use super::{blocking, str_bytes};
 use crate::log::AppendInfo;
 use crate::server::partition::NotReplicated;
-use crate::server::replica_manager::{min_insync_replicas, now_ms, ApiError, Partition};
+use crate::server::replica_manager::{
+    min_insync_replicas, now_ms, ApiError, Partition, TopicState,
+};
 use crate::server::BrokerContext;
 
 /// Where one partition's answer comes from.
@@ -42,8 +44,8 @@ pub async fn produce(
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
     let me = ctx.config.broker_id;
-    // Work to run on the blocking pool: (partition, records, min ISR).
-    let mut appends: Vec<(Arc<Partition>, bytes::Bytes, usize)> = Vec::new();
+    // Work to run on the blocking pool: (partition, records, min ISR, its topic).
+    let mut appends: Vec<(Arc<Partition>, bytes::Bytes, usize, Arc<TopicState>)> = Vec::new();
     let mut layout: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Slot)>)> = Vec::new();
     for topic_data in request.topic_data {
         let name = topic_data.name.0.to_string();
@@ -78,7 +80,7 @@ pub async fn produce(
                         Ok(partition) => match p.records {
                             Some(records) if !records.is_empty() => {
                                 let min_isr = min_insync_replicas(&ctx.config, topic);
-                                appends.push((partition, records, min_isr));
+                                appends.push((partition, records, min_isr, topic.clone()));
                                 Slot::Append(appends.len() - 1)
                             }
                             // Kafka's ProduceRequest.validateRecords: at least one batch.
@@ -97,7 +99,7 @@ pub async fn produce(
 
     let partitions: Vec<(Arc<Partition>, usize)> = appends
         .iter()
-        .map(|(p, _, min_isr)| (p.clone(), *min_isr))
+        .map(|(p, _, min_isr, _)| (p.clone(), *min_isr))
         .collect();
     let mut results: Vec<Result<(AppendInfo, i32), ApiError>> = if appends.is_empty() {
         Vec::new()
@@ -106,10 +108,17 @@ pub async fn produce(
             let now = now_ms();
             appends
                 .into_iter()
-                .map(|(partition, records, min_isr)| {
+                .map(|(partition, records, min_isr, topic)| {
                     let mut records = records.to_vec();
                     partition
                         .append_as_leader(&mut records, now, acks == -1, min_isr)
+                        .inspect(|(info, _)| {
+                            // Kafka's BytesInPerSec and MessagesInPerSec: what the leader
+                            // appended, whatever then becomes of acks=all.
+                            if let (Some(metrics), false) = (&topic.metrics, info.duplicate) {
+                                metrics.appended(records.len(), info.num_records);
+                            }
+                        })
                         .inspect_err(|e| {
                             tracing::debug!(
                                 topic = %partition.topic, partition = partition.index,

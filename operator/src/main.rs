@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use futures::future::join_all;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::Api;
 use kube::Client;
 use tokio_util::sync::CancellationToken;
@@ -187,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
         let stop = shutdown.clone();
         controllers.push(tokio::spawn(controller::cluster::run(
             api::<Cluster>(&client, &scope),
+            api::<StatefulSet>(&client, &scope),
             ctx.clone(),
             async move { stop.cancelled().await },
         )));

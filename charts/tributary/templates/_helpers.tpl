@@ -62,8 +62,9 @@ The namespaces to watch, checked: namespace-scoped RBAC needs a list of them.
 {{- end }}
 
 {{/*
-The rules the operator needs on the Tributary resources and on Events, in every namespace it
-watches (a ClusterRole, or a Role per watched namespace).
+The rules the operator needs on the Tributary resources, on Events and on the objects of
+managed Clusters, in every namespace it watches (a ClusterRole, or a Role per watched
+namespace).
 */}}
 {{- define "tributary.rules" -}}
 - apiGroups: ["tributary.dev"]
@@ -79,4 +80,20 @@ watches (a ClusterRole, or a Role per watched namespace).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Managed Clusters: the objects that run the brokers, written by server-side apply (a PATCH,
+# which also needs `create` when the object does not exist yet). The StatefulSets are
+# watched (the controller owns them); the Pods are listed for their readiness. Nothing is
+# deleted: the garbage collector removes the objects with their Cluster.
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps", "services"]
+  verbs: ["create", "patch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 {{- end }}

@@ -113,7 +113,7 @@ async fn observe_and_reset(
                 format!("Cluster {cluster_name} does not exist in namespace {ns}"),
             )
         })?;
-    let bootstrap = cluster.spec.external.bootstrap_servers.clone();
+    let bootstrap = cluster.bootstrap_servers();
     let unreachable =
         |e: tributary_admin::Error| ("ClusterUnreachable", format!("{bootstrap}: {e}"));
     let admin = ctx.admin(&bootstrap).await.map_err(unreachable)?;

@@ -9,7 +9,8 @@
 //!
 //! Each controller watches its own kind, filtered to spec (generation) and finalizer
 //! changes, so the status it writes does not wake it again; drift on the brokers' side is
-//! found by the periodic requeue.
+//! found by the periodic requeue. The Cluster controller also watches the StatefulSets of
+//! managed Clusters, whose status follows their pods' readiness.
 
 pub mod cluster;
 pub mod consumer_group;

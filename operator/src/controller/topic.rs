@@ -201,7 +201,7 @@ async fn converge(topic: &Topic, tctx: &TopicContext) -> Result<Outcome, Unready
             ),
         ));
     }
-    let bootstrap = &cluster.spec.external.bootstrap_servers;
+    let bootstrap = &cluster.bootstrap_servers();
     let admin = ctx.admin(bootstrap).await.map_err(|e| {
         Unready::new(
             "ClusterUnreachable",
@@ -560,7 +560,7 @@ async fn cleanup(topic: &Topic, tctx: &TopicContext) -> Result<Action, Error> {
         tracing::warn!(topic = %name, "the Cluster is gone; the Kafka topic is left as it is");
         return Ok(Action::await_change());
     };
-    let admin = ctx.admin(&cluster.spec.external.bootstrap_servers).await?;
+    let admin = ctx.admin(&cluster.bootstrap_servers()).await?;
     match admin.delete_topic(&name).await {
         Ok(()) => {}
         Err(e) if e.kafka_name() == Some("UnknownTopicOrPartition") => {}

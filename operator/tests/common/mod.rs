@@ -14,7 +14,7 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use tributary_e2e_kit::TestEnv;
-use tributary_operator::crd::cluster::{ClusterSpec, ExternalCluster};
+use tributary_operator::crd::cluster::ClusterSpec;
 use tributary_operator::crd::Cluster;
 
 /// The namespace every test works in.
@@ -64,16 +64,50 @@ impl Bed {
         Ok(Bed { env, client })
     }
 
+    /// Creates a managed `Cluster` named `name` from `spec`, with `annotations`.
+    pub async fn managed_cluster(
+        &self,
+        name: &str,
+        spec: ClusterSpec,
+        annotations: &[(&str, &str)],
+    ) -> Result<Cluster> {
+        let mut cluster = Cluster::new(name, spec);
+        if !annotations.is_empty() {
+            cluster.metadata.annotations = Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+        }
+        Ok(Api::<Cluster>::namespaced(self.client.clone(), NS)
+            .create(&PostParams::default(), &cluster)
+            .await?)
+    }
+
+    /// `kubectl apply --dry-run=server -f path`: the API server's verdict on a file.
+    pub fn dry_run_apply(&self, path: &std::path::Path) -> Result<String> {
+        let out = self.env.kubectl([
+            "apply",
+            "--dry-run=server",
+            "-n",
+            NS,
+            "-f",
+            path.to_str().context("non-UTF-8 path")?,
+        ])?;
+        if !out.status.success() {
+            bail!(
+                "{} was refused: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Creates a `Cluster` named `name` pointing at `bootstrap`.
     pub async fn cluster(&self, name: &str, bootstrap: &str) -> Result<Cluster> {
-        let cluster = Cluster::new(
-            name,
-            ClusterSpec {
-                external: ExternalCluster {
-                    bootstrap_servers: bootstrap.to_string(),
-                },
-            },
-        );
+        let cluster = Cluster::new(name, ClusterSpec::external(bootstrap));
         Ok(Api::<Cluster>::namespaced(self.client.clone(), NS)
             .create(&PostParams::default(), &cluster)
             .await?)
@@ -239,6 +273,34 @@ where
             bail!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The API server's message for a refused request; panics when it was accepted.
+pub fn refusal<T: std::fmt::Debug>(result: std::result::Result<T, kube::Error>) -> String {
+    match result {
+        Err(kube::Error::Api(e)) => e.message,
+        other => panic!("expected the API server to refuse, got {other:?}"),
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` naming `what` and the
+/// last value `last` gives (what was seen instead).
+pub async fn wait_until<T, F, Fut, L, LFut>(
+    what: &str,
+    timeout: Duration,
+    check: F,
+    last: L,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+    L: FnOnce() -> LFut,
+    LFut: std::future::Future<Output = String>,
+{
+    match wait_for(what, timeout, check).await {
+        Ok(value) => Ok(value),
+        Err(e) => bail!("{e}; last seen: {}", last().await),
     }
 }
 

@@ -1,8 +1,14 @@
-//! A real Kubernetes control plane for end-to-end tests: etcd, kube-apiserver (RBAC on) and
-//! kube-controller-manager on 127.0.0.1, started by `scripts/k8s-testenv.sh` from binaries
-//! built from Go modules (see `e2e/testenv/README.md`). No kubelet runs: Pods are accepted
-//! and scheduled by nothing, but every API object, the garbage collector, namespace deletion,
-//! the workload controllers and ServiceAccount tokens behave as in a cluster.
+//! End-to-end test support: a real Kubernetes control plane, and a pod runner that plays
+//! the kubelet for it with real broker processes.
+//!
+//! - [`TestEnv`] (this file): etcd, kube-apiserver (RBAC on) and kube-controller-manager on
+//!   127.0.0.1, started by `scripts/k8s-testenv.sh` from binaries built from Go modules (see
+//!   `e2e/testenv/README.md`). No kubelet runs: Pods are accepted and scheduled by nothing,
+//!   but every API object, the garbage collector, namespace deletion, the workload
+//!   controllers and ServiceAccount tokens behave as in a cluster.
+//! - [`pod_runner`]: [`PodRunner`] registers a Node, binds the pods of a namespace to it and
+//!   runs each as a `tributary` process in its own mount namespace, with a loopback pod IP,
+//!   hosts-file DNS, probes, restarts and graceful deletion.
 //!
 //! ```no_run
 //! let env = tributary_e2e_kit::TestEnv::start()?;
@@ -14,6 +20,10 @@
 //! `TestEnv` stops the control plane and removes its directory when dropped. A test process
 //! that is killed before that leaves nothing behind either: the script's watcher, started
 //! with `--watch-pid` of this process, runs `down` when the process is gone.
+
+pub mod pod_runner;
+
+pub use pod_runner::{PodRunner, RunnerOptions};
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -144,6 +154,11 @@ impl TestEnv {
             .context("running helm")
     }
 
+    /// A kube client for the API server, as the admin.
+    pub async fn client(&self) -> Result<kube::Client> {
+        pod_runner::client_for(&self.kubeconfig).await
+    }
+
     /// Stops the control plane now, reporting a failure that `Drop` would only print.
     pub fn stop(mut self) -> Result<()> {
         self.stopped = true;
@@ -176,6 +191,26 @@ impl Drop for TestEnv {
 /// The repository's root (this crate is `e2e/kit`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `tributary` binary of the build that runs this test: `target/<profile>/tributary`,
+/// next to the test executable's `deps/` directory. `cargo nextest run --workspace` builds
+/// it; a run of this crate's tests alone needs `cargo build -p tributary --bin tributary`
+/// first.
+pub fn broker_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("the test executable has no profile directory")?;
+    let binary = profile_dir.join("tributary");
+    if !binary.is_file() {
+        bail!(
+            "{} is missing: build it first with `cargo build -p tributary --bin tributary`",
+            binary.display()
+        );
+    }
+    Ok(binary)
 }
 
 /// `scripts/k8s-testenv.sh`.

@@ -442,9 +442,11 @@ pub async fn observe(
 }
 
 /// Asks for the live brokers and the reassignments in progress, when the plan needs them:
-/// to create a topic with a replication factor, or when a partition's replica count is not
-/// the spec's (a replication-factor change, or replicas on the move). Every resync of a
-/// settled topic skips both requests.
+/// to create a topic with a replication factor, when a partition's replica count is not
+/// the spec's (a replication-factor change, or replicas on the move), or when a partition
+/// is under-replicated (a reassignment that only adds replicas already lists all of them,
+/// and is under way until the new ones are in sync). Every resync of a settled topic skips
+/// both requests.
 async fn place(
     admin: &Admin,
     spec: &crate::crd::topic::TopicSpec,
@@ -455,7 +457,10 @@ async fn place(
     let needed = match (observed.as_ref(), spec.replication_factor) {
         (_, None) => false,
         (None, Some(_)) => true,
-        (Some(o), Some(rf)) => o.partitions.iter().any(|p| p.replicas.len() != rf as usize),
+        (Some(o), Some(rf)) => o
+            .partitions
+            .iter()
+            .any(|p| p.replicas.len() != rf as usize || p.isr.len() < p.replicas.len()),
     };
     if !needed {
         return Ok(());

@@ -95,5 +95,7 @@ namespace).
   verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  # delete: a rolling restart deletes one broker pod at a time (the StatefulSet's update
+  # strategy is OnDelete).
+  verbs: ["list", "delete"]
 {{- end }}

@@ -432,6 +432,10 @@ fn chart_installs_with_least_privilege_rbac_and_uninstalls() -> Result<()> {
                 "team-a",
             ],
             &["patch", "topics.tributary.dev", "-n", "team-a"],
+            // A managed Cluster's objects, and its rolling restarts (one pod at a time).
+            &["patch", "statefulsets.apps", "-n", "team-a"],
+            &["list", "pods", "-n", "team-a"],
+            &["delete", "pods", "-n", "team-a"],
             &["create", "events.events.k8s.io", "-n", "team-a"],
             &["patch", "events.events.k8s.io", "-n", "team-a"],
             &["create", "leases.coordination.k8s.io", "-n", ns],

@@ -12,6 +12,7 @@
 //!     StatefulSet <name>, PodDisruptionBudget <name>      (crate::resources builds them)
 //!   Pods (by label) -> ready broker ids
 //!   every broker ready -> DescribeCluster at the bootstrap address -> BrokersReady
+//!     pods with an outdated config hash -> plan_roll -> delete one pod (Rolling)
 //!   otherwise BrokersStarting / ClusterUnreachable
 //!   -> status (only when it changed)
 //! ```
@@ -30,7 +31,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{predicates, reflector, watcher, Controller, Predicate, WatchStreamExt};
 use kube::{Resource, ResourceExt};
@@ -42,6 +43,8 @@ use super::{namespace, now_rfc3339, write_status, Context, Error, MANAGER};
 use crate::crd::cluster::{BrokerStatus, Cluster, ClusterStatus, BOOTSTRAP_OVERRIDE_ANNOTATION};
 use crate::crd::condition::merge_conditions;
 use crate::crd::Condition;
+use crate::plan::brokers::{plan_roll, ObservedCluster, ObservedPod, RollStep};
+use crate::plan::topic::ObservedPartition;
 use crate::resources::{configmap, pdb, services, statefulset, ManagedCluster, MANAGED_BY};
 use crate::telemetry::Kind;
 
@@ -189,13 +192,137 @@ async fn reconcile_managed(
     } else {
         None
     };
-    let status = managed_status(previous, &m, &ready_ids, described, &bootstrap, generation);
-    let requeue = if ready_ids.len() as i32 == m.brokers {
+    // A roll moves only while every broker is ready and answers.
+    let rolling = match &described {
+        Some(Ok(d)) => Some(roll(ctx, &m, &pods.items, &ready_ids, d, &bootstrap).await?),
+        _ => None,
+    };
+    let mut status = managed_status(previous, &m, &ready_ids, described, &bootstrap, generation);
+    let rolling = match rolling {
+        Some(step) => Some(rolling_condition(&step)),
+        // Brokers starting or unreachable: the roll's last word stands.
+        None => crate::crd::condition::find(&previous.conditions, "Rolling").cloned(),
+    };
+    let settled = rolling.as_ref().is_none_or(|c| c.status != "True");
+    if let Some(c) = rolling {
+        status.conditions.extend(merge_conditions(
+            &previous.conditions,
+            vec![c],
+            generation,
+            &now_rfc3339(),
+        ));
+    }
+    let requeue = if ready_ids.len() as i32 == m.brokers && settled {
         refresh
     } else {
-        refresh.min(Duration::from_secs(10))
+        // A roll or a start under way: look again soon.
+        refresh.min(Duration::from_secs(2))
     };
     Ok((status, requeue))
+}
+
+/// One step of a rolling restart towards the StatefulSet template's configuration hash
+/// (`plan::brokers::plan_roll`): with every broker ready and in every ISR, the next pod
+/// whose hash is outdated is deleted; the StatefulSet (`OnDelete`) re-creates it with the
+/// current template, and its SIGTERM makes the broker hand its leaderships over first.
+async fn roll(
+    ctx: &Context,
+    m: &ManagedCluster,
+    pods: &[Pod],
+    ready_ids: &[i32],
+    described: &ClusterDescription,
+    bootstrap: &str,
+) -> Result<RollStep, Error> {
+    let desired = statefulset::config_hash(m);
+    let prefix = format!("{}-", m.stateful_set_name());
+    let observed_pods: Vec<ObservedPod> = pods
+        .iter()
+        .filter_map(|pod| {
+            let ordinal: i32 = pod.name_any().strip_prefix(&prefix)?.parse().ok()?;
+            (0..m.brokers).contains(&ordinal).then(|| ObservedPod {
+                ordinal,
+                config_hash: pod
+                    .annotations()
+                    .get(statefulset::CONFIG_HASH_ANNOTATION)
+                    .cloned(),
+                ready: ready_ids.contains(&ordinal),
+                terminating: pod.metadata.deletion_timestamp.is_some(),
+            })
+        })
+        .collect();
+    if observed_pods
+        .iter()
+        .all(|p| p.config_hash.as_deref() == Some(desired.as_str()))
+    {
+        return Ok(RollStep::Settled);
+    }
+    let admin = ctx.admin(bootstrap).await?;
+    let topics = admin.describe_topics(None).await?;
+    let reassigning = admin.list_partition_reassignments().await?.len();
+    let observed = ObservedCluster {
+        live_brokers: described
+            .brokers
+            .iter()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect(),
+        topics: topics
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| ObservedPartition {
+                        partition: p.partition,
+                        leader: p.leader,
+                        replicas: p.replicas,
+                        isr: p.isr,
+                    })
+                    .collect();
+                (t.name, partitions)
+            })
+            .collect(),
+        reassigning,
+        active_controller: described.controller_id,
+    };
+    let step = plan_roll(&desired, &observed_pods, &observed);
+    if let RollStep::Restart(ordinal) = &step {
+        let name = format!("{prefix}{ordinal}");
+        tracing::info!(
+            namespace = %m.namespace,
+            pod = %name,
+            "restarting a broker for the new configuration"
+        );
+        match Api::<Pod>::namespaced(ctx.client.clone(), &m.namespace)
+            .delete(&name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            // Already gone: the StatefulSet re-creates it.
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(step)
+}
+
+/// The `Rolling` condition for a roll step.
+fn rolling_condition(step: &RollStep) -> Condition {
+    match step {
+        RollStep::Settled => Condition::new(
+            "Rolling",
+            false,
+            "UpToDate",
+            "every broker runs the current configuration",
+        ),
+        RollStep::Wait(why) => Condition::new("Rolling", true, "RollWaiting", why.clone()),
+        RollStep::Restart(ordinal) => Condition::new(
+            "Rolling",
+            true,
+            "RestartingBroker",
+            format!("broker {ordinal} restarts with the new configuration"),
+        ),
+    }
 }
 
 /// Server-side applies every owned object, the StatefulSet last: it mounts the ConfigMap

@@ -4,7 +4,8 @@
 //! The operator is started inside the runner's DNS view, as it would run inside the
 //! cluster, so it finds the brokers through `status.bootstrapServers` with no override.
 //! Then a broker setting changes, and the operator restarts the brokers one at a time while
-//! an acks=all producer writes.
+//! an acks=all producer writes; then the Cluster grows to 5 brokers, which get replicas,
+//! and shrinks back to 3, whose leaving brokers are drained first.
 
 mod common;
 
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use common::{wait_until, Bed, Operator, NS};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
@@ -189,7 +191,119 @@ async fn scenario(bed: &Bed, runner: &PodRunner) -> Result<()> {
     let want: BTreeSet<String> = (0..MESSAGES).map(|i| format!("message {i}")).collect();
     ensure!(seen == want, "consumed other messages than were produced");
 
-    roll_under_load(bed, runner, &producer, consumer, &bootstrap).await
+    roll_under_load(bed, runner, &producer, consumer, &bootstrap).await?;
+    scale_out_and_in(bed, runner, &producer, &bootstrap).await
+}
+
+/// Which brokers hold replicas of `TOPIC`, and whether every partition's ISR is full, as
+/// the brokers' Metadata says.
+fn placement(producer: &FutureProducer) -> Result<(BTreeSet<i32>, bool)> {
+    use rdkafka::producer::Producer;
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(TOPIC), Duration::from_secs(10))?;
+    let topic = metadata.topics().first().context("no topic in Metadata")?;
+    let mut holders = BTreeSet::new();
+    let mut in_sync = true;
+    for p in topic.partitions() {
+        holders.extend(p.replicas().iter().copied());
+        in_sync &= p.isr().len() == p.replicas().len();
+    }
+    Ok((holders, in_sync))
+}
+
+/// 3 -> 5 brokers: the new ones get replicas; 5 -> 3: the two leaving are drained before
+/// their pods go, and every message is still there.
+async fn scale_out_and_in(
+    bed: &Bed,
+    runner: &PodRunner,
+    producer: &FutureProducer,
+    bootstrap: &str,
+) -> Result<()> {
+    let clusters: Api<Cluster> = Api::namespaced(bed.client.clone(), NS);
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(bed.client.clone(), NS);
+    let scaling_settled = |c: &Cluster| {
+        c.status
+            .as_ref()
+            .and_then(|s| find(&s.conditions, "Scaling"))
+            .is_some_and(|r| r.status == "False" && r.reason == "BrokersMatchSpec")
+    };
+    for (brokers, want) in [
+        (5, (0..5).collect::<BTreeSet<i32>>()),
+        (3, (0..3).collect()),
+    ] {
+        clusters
+            .patch(
+                CLUSTER,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"brokers": brokers}})),
+            )
+            .await?;
+        wait_until(
+            &format!("{brokers} brokers holding {TOPIC}'s replicas on {want:?}"),
+            WAIT * 2,
+            || async {
+                let c = clusters.get_opt(CLUSTER).await.ok()??;
+                let s = stateful_sets.get_opt(CLUSTER).await.ok()??;
+                let (holders, in_sync) = placement(producer).ok()?;
+                (c.status.as_ref()?.ready_brokers == Some(brokers)
+                    && scaling_settled(&c)
+                    && s.spec?.replicas == Some(brokers)
+                    && holders == want
+                    && in_sync)
+                    .then_some(())
+            },
+            || async {
+                format!(
+                    "placement {:?}, status {:?}",
+                    placement(producer).ok(),
+                    clusters
+                        .get_opt(CLUSTER)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|c| c.status)
+                )
+            },
+        )
+        .await?;
+        eprintln!("scaled to {brokers}: replicas on {want:?}");
+    }
+
+    // Nothing was lost on the way: every message written so far is still there.
+    let consumer: StreamConsumer = runner.with_cluster_dns(|| {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", bootstrap)
+            .set("group.id", "after-scaling")
+            .set("enable.auto.commit", "false");
+        c.create()
+    })??;
+    let mut assignment = TopicPartitionList::new();
+    let mut total = 0i64;
+    for p in 0..PARTITIONS {
+        assignment.add_partition_offset(TOPIC, p, Offset::Beginning)?;
+        let (low, high) = consumer.fetch_watermarks(TOPIC, p, Duration::from_secs(10))?;
+        ensure!(low == 0, "partition {p} starts at {low}");
+        total += high;
+    }
+    consumer.assign(&assignment)?;
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (seen.len() as i64) < total {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, consumer.recv())
+            .await
+            .with_context(|| format!("consumed {} of {total} after scaling", seen.len()))??;
+        seen.insert(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+    }
+    let want: BTreeSet<String> = (0..total as usize)
+        .map(|i| format!("message {i}"))
+        .collect();
+    ensure!(
+        seen == want,
+        "after scaling, the partitions hold other messages"
+    );
+    Ok(())
 }
 
 /// A broker setting changes: the operator restarts the brokers one at a time (never two

@@ -12,6 +12,7 @@
 //!     StatefulSet <name>, PodDisruptionBudget <name>      (crate::resources builds them)
 //!   Pods (by label) -> ready broker ids
 //!   every broker ready -> DescribeCluster at the bootstrap address -> BrokersReady
+//!     spec.brokers != pods (or still Scaling) -> plan_scale -> reassign, shrink (Scaling)
 //!     pods with an outdated config hash -> plan_roll -> delete one pod (Rolling)
 //!   otherwise BrokersStarting / ClusterUnreachable
 //!   -> status (only when it changed)
@@ -37,13 +38,15 @@ use kube::runtime::{predicates, reflector, watcher, Controller, Predicate, Watch
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tributary_admin::ClusterDescription;
+use tributary_admin::{ClusterDescription, TopicPartition};
 
 use super::{namespace, now_rfc3339, write_status, Context, Error, MANAGER};
 use crate::crd::cluster::{BrokerStatus, Cluster, ClusterStatus, BOOTSTRAP_OVERRIDE_ANNOTATION};
 use crate::crd::condition::merge_conditions;
 use crate::crd::Condition;
-use crate::plan::brokers::{plan_roll, ObservedCluster, ObservedPod, RollStep};
+use crate::plan::brokers::{
+    plan_roll, plan_scale, ObservedCluster, ObservedPod, RollStep, ScaleStep,
+};
 use crate::plan::topic::ObservedPartition;
 use crate::resources::{configmap, pdb, services, statefulset, ManagedCluster, MANAGED_BY};
 use crate::telemetry::Kind;
@@ -95,7 +98,12 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, E
     let started = Instant::now();
     let ns = namespace(&*cluster, "Cluster")?;
     let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let previous = cluster.status.clone().unwrap_or_default();
+    // The status as stored now, not as the watch cache last saw it: the previous pass may
+    // have written conditions (Scaling, Rolling) this one builds on.
+    let previous = match api.get_opt(&cluster.name_any()).await? {
+        Some(fresh) => fresh.status.unwrap_or_default(),
+        None => return Ok(Action::await_change()),
+    };
     let (status, requeue) = if cluster.is_managed() {
         reconcile_managed(&cluster, &ctx, &ns, &previous).await?
     } else {
@@ -166,7 +174,16 @@ async fn reconcile_managed(
             return Ok((status, refresh));
         }
     };
-    if let Err(e) = apply_owned(&ctx.client, &m).await {
+    // A scale-up takes effect at once; a scale-down keeps the pods to remove until their
+    // brokers hold no replica (plan_scale below shrinks the StatefulSet then).
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    let current = stateful_sets
+        .get_opt(&m.stateful_set_name())
+        .await?
+        .and_then(|s| s.spec?.replicas)
+        .unwrap_or(m.brokers);
+    let replicas = current.max(m.brokers);
+    if let Err(e) = apply_owned(&ctx.client, &m, replicas).await {
         // The API server refused an object built from the spec (an affinity it finds
         // invalid, say): the spec is at fault, and retrying will not help until it changes.
         if let Error::Kube(kube::Error::Api(response)) = &e {
@@ -192,26 +209,55 @@ async fn reconcile_managed(
     } else {
         None
     };
-    // A roll moves only while every broker is ready and answers.
-    let rolling = match &described {
-        Some(Ok(d)) => Some(roll(ctx, &m, &pods.items, &ready_ids, d, &bootstrap).await?),
-        _ => None,
+    // Scaling and rolls move only while every broker is ready and answers; a roll waits
+    // for the scaling to settle.
+    let was_scaling = crate::crd::condition::find(&previous.conditions, "Scaling")
+        .is_some_and(|c| c.status == "True");
+    // The StatefulSet had another size (a scale just asked for), or a scale is under way.
+    let scaling_needed = current != m.brokers || was_scaling;
+    let (scaling, rolling) = match &described {
+        Some(Ok(d)) => {
+            let scaling = if scaling_needed {
+                let step = scale(ctx, &m, replicas, d, &bootstrap).await?;
+                Some(scaling_condition(&step))
+            } else {
+                None
+            };
+            let rolling = if scaling.as_ref().is_none_or(|c| c.status != "True") {
+                Some(rolling_condition(
+                    &roll(ctx, &m, &pods.items, &ready_ids, d, &bootstrap).await?,
+                ))
+            } else {
+                None
+            };
+            (scaling, rolling)
+        }
+        _ if scaling_needed => {
+            let message = format!("{} of {} brokers ready", ready_ids.len(), m.brokers);
+            (
+                Some(Condition::new("Scaling", true, "AwaitingBrokers", message)),
+                None,
+            )
+        }
+        _ => (None, None),
     };
     let mut status = managed_status(previous, &m, &ready_ids, described, &bootstrap, generation);
-    let rolling = match rolling {
-        Some(step) => Some(rolling_condition(&step)),
-        // Brokers starting or unreachable: the roll's last word stands.
-        None => crate::crd::condition::find(&previous.conditions, "Rolling").cloned(),
-    };
-    let settled = rolling.as_ref().is_none_or(|c| c.status != "True");
-    if let Some(c) = rolling {
-        status.conditions.extend(merge_conditions(
-            &previous.conditions,
-            vec![c],
-            generation,
-            &now_rfc3339(),
-        ));
+    let mut extra = Vec::new();
+    for (kind, next) in [("Scaling", scaling), ("Rolling", rolling)] {
+        // Brokers starting or unreachable: the last word stands.
+        if let Some(c) =
+            next.or_else(|| crate::crd::condition::find(&previous.conditions, kind).cloned())
+        {
+            extra.push(c);
+        }
     }
+    let settled = extra.iter().all(|c| c.status != "True");
+    status.conditions.extend(merge_conditions(
+        &previous.conditions,
+        extra,
+        generation,
+        &now_rfc3339(),
+    ));
     let requeue = if ready_ids.len() as i32 == m.brokers && settled {
         refresh
     } else {
@@ -219,6 +265,129 @@ async fn reconcile_managed(
         refresh.min(Duration::from_secs(2))
     };
     Ok((status, requeue))
+}
+
+/// What the brokers report, for the scale and roll planners.
+async fn observe(
+    ctx: &Context,
+    described: &ClusterDescription,
+    bootstrap: &str,
+) -> Result<ObservedCluster, Error> {
+    let admin = ctx.admin(bootstrap).await?;
+    let topics = admin.describe_topics(None).await?;
+    let reassigning = admin.list_partition_reassignments().await?.len();
+    Ok(ObservedCluster {
+        live_brokers: described
+            .brokers
+            .iter()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect(),
+        topics: topics
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| ObservedPartition {
+                        partition: p.partition,
+                        leader: p.leader,
+                        replicas: p.replicas,
+                        isr: p.isr,
+                    })
+                    .collect();
+                (t.name, partitions)
+            })
+            .collect(),
+        reassigning,
+        active_controller: described.controller_id,
+    })
+}
+
+/// One step of scaling from `replicas` pods to `spec.brokers` (`plan::brokers::plan_scale`):
+/// reassign replicas onto new brokers or off the ones to remove, and shrink the
+/// StatefulSet once those hold nothing.
+async fn scale(
+    ctx: &Context,
+    m: &ManagedCluster,
+    replicas: i32,
+    described: &ClusterDescription,
+    bootstrap: &str,
+) -> Result<ScaleStep, Error> {
+    let observed = observe(ctx, described, bootstrap).await?;
+    let plan = plan_scale(m.brokers, replicas, m.voters, &observed);
+    if let ScaleStep::Reassign(moves) = &plan.step {
+        tracing::info!(
+            namespace = %m.namespace,
+            cluster = %m.name,
+            partitions = moves.len(),
+            brokers = m.brokers,
+            "moving replicas for a change of the broker count"
+        );
+        let moves: Vec<(TopicPartition, Option<Vec<i32>>)> = moves
+            .iter()
+            .map(|mv| {
+                (
+                    TopicPartition::new(mv.topic.clone(), mv.partition),
+                    Some(mv.replicas.clone()),
+                )
+            })
+            .collect();
+        let admin = ctx.admin(bootstrap).await?;
+        for (tp, result) in admin.alter_partition_reassignments(&moves).await? {
+            if let Err(e) = result {
+                tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "reassignment refused");
+            }
+        }
+    }
+    if plan.statefulset_replicas != replicas {
+        tracing::info!(
+            namespace = %m.namespace,
+            cluster = %m.name,
+            from = replicas,
+            to = plan.statefulset_replicas,
+            "the brokers to remove hold no replica: shrinking the StatefulSet"
+        );
+        apply(
+            &Api::<StatefulSet>::namespaced(ctx.client.clone(), &m.namespace),
+            &statefulset::stateful_set_with_replicas(m, plan.statefulset_replicas),
+        )
+        .await?;
+    }
+    Ok(plan.step)
+}
+
+/// The `Scaling` condition for a scale step.
+fn scaling_condition(step: &ScaleStep) -> Condition {
+    match step {
+        ScaleStep::Settled => Condition::new(
+            "Scaling",
+            false,
+            "BrokersMatchSpec",
+            "the brokers match spec.brokers and hold the replicas",
+        ),
+        ScaleStep::AwaitBrokers(ids) => Condition::new(
+            "Scaling",
+            true,
+            "AwaitingBrokers",
+            format!("waiting for brokers {ids:?} to register"),
+        ),
+        ScaleStep::Reassign(moves) => Condition::new(
+            "Scaling",
+            true,
+            "MovingReplicas",
+            format!("moving {} partitions' replicas", moves.len()),
+        ),
+        ScaleStep::AwaitReassignments(n) => Condition::new(
+            "Scaling",
+            true,
+            "MovingReplicas",
+            format!("{n} partition reassignments are copying data"),
+        ),
+        ScaleStep::Refused { reason, message } => {
+            Condition::new("Scaling", false, reason, message.clone())
+        }
+    }
 }
 
 /// One step of a rolling restart towards the StatefulSet template's configuration hash
@@ -256,35 +425,7 @@ async fn roll(
     {
         return Ok(RollStep::Settled);
     }
-    let admin = ctx.admin(bootstrap).await?;
-    let topics = admin.describe_topics(None).await?;
-    let reassigning = admin.list_partition_reassignments().await?.len();
-    let observed = ObservedCluster {
-        live_brokers: described
-            .brokers
-            .iter()
-            .filter(|b| !b.fenced)
-            .map(|b| b.id)
-            .collect(),
-        topics: topics
-            .into_iter()
-            .map(|t| {
-                let partitions = t
-                    .partitions
-                    .into_iter()
-                    .map(|p| ObservedPartition {
-                        partition: p.partition,
-                        leader: p.leader,
-                        replicas: p.replicas,
-                        isr: p.isr,
-                    })
-                    .collect();
-                (t.name, partitions)
-            })
-            .collect(),
-        reassigning,
-        active_controller: described.controller_id,
-    };
+    let observed = observe(ctx, described, bootstrap).await?;
     let step = plan_roll(&desired, &observed_pods, &observed);
     if let RollStep::Restart(ordinal) = &step {
         let name = format!("{prefix}{ordinal}");
@@ -327,7 +468,11 @@ fn rolling_condition(step: &RollStep) -> Condition {
 
 /// Server-side applies every owned object, the StatefulSet last: it mounts the ConfigMap
 /// and names the headless Service.
-async fn apply_owned(client: &kube::Client, m: &ManagedCluster) -> Result<(), Error> {
+async fn apply_owned(
+    client: &kube::Client,
+    m: &ManagedCluster,
+    replicas: i32,
+) -> Result<(), Error> {
     apply(
         &Api::<ConfigMap>::namespaced(client.clone(), &m.namespace),
         &configmap::config_map(m),
@@ -343,7 +488,7 @@ async fn apply_owned(client: &kube::Client, m: &ManagedCluster) -> Result<(), Er
     .await?;
     apply(
         &Api::<StatefulSet>::namespaced(client.clone(), &m.namespace),
-        &statefulset::stateful_set(m),
+        &statefulset::stateful_set_with_replicas(m, replicas),
     )
     .await?;
     Ok(())

@@ -221,10 +221,27 @@ fn drain_moves(observed: &ObservedCluster, remaining: &BTreeSet<i32>) -> Vec<Mov
     moves
 }
 
-/// Moves replicas from the most to the least loaded brokers until no broker holds more than
-/// one replica above another. Each move replaces one replica of one partition in place; a
-/// partition's preferred leader is replaced only when no follower can move.
+/// Balances each topic on its own, so that every topic spreads over new brokers (as Kafka
+/// places each topic's replicas across the brokers), and the brokers' totals follow.
 fn balance_moves(observed: &ObservedCluster, brokers: &BTreeSet<i32>) -> Vec<Move> {
+    observed
+        .topics
+        .iter()
+        .flat_map(|(topic, partitions)| {
+            let one = ObservedCluster {
+                topics: BTreeMap::from([(topic.clone(), partitions.clone())]),
+                ..ObservedCluster::default()
+            };
+            balance_topic(&one, brokers)
+        })
+        .collect()
+}
+
+/// Moves replicas of `observed`'s topic from the most to the least loaded brokers until no
+/// broker holds more than one replica above another. Each move replaces one replica of one
+/// partition in place; a partition's preferred leader is replaced only when no follower can
+/// move.
+fn balance_topic(observed: &ObservedCluster, brokers: &BTreeSet<i32>) -> Vec<Move> {
     let mut load = observed.load(brokers);
     let mut target: BTreeMap<(String, i32), Vec<i32>> = BTreeMap::new();
     let current = |t: &BTreeMap<(String, i32), Vec<i32>>, topic: &str, p: &ObservedPartition| {
@@ -449,6 +466,25 @@ mod tests {
         assert!(l.iter().all(|n| (3..=4).contains(n)), "loads {l:?}");
         // Once balanced, the plan is settled.
         assert_eq!(plan_scale(5, 5, 3, &observed).step, ScaleStep::Settled);
+    }
+
+    #[test]
+    fn scale_up_spreads_every_topic_not_just_the_first() {
+        let mut observed = cluster(
+            &[0, 1, 2, 3, 4],
+            &[("a", three_broker_topic()), ("b", three_broker_topic())],
+        );
+        let ScaleStep::Reassign(moves) = plan_scale(5, 3, 3, &observed).step else {
+            panic!("expected moves");
+        };
+        apply(&mut observed, &moves);
+        for topic in ["a", "b"] {
+            let holders: BTreeSet<i32> = observed.topics[topic]
+                .iter()
+                .flat_map(|p| p.replicas.iter().copied())
+                .collect();
+            assert_eq!(holders, (0..5).collect(), "topic {topic}");
+        }
     }
 
     #[test]

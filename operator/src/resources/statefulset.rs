@@ -302,10 +302,16 @@ fn volume_claim_template(m: &ManagedCluster) -> PersistentVolumeClaim {
 }
 
 pub fn stateful_set(m: &ManagedCluster) -> StatefulSet {
+    stateful_set_with_replicas(m, m.brokers)
+}
+
+/// The StatefulSet with `replicas` pods: more than `spec.brokers` while the brokers being
+/// removed by a scale-down still hold replicas (see `plan::brokers::plan_scale`).
+pub fn stateful_set_with_replicas(m: &ManagedCluster, replicas: i32) -> StatefulSet {
     StatefulSet {
         metadata: m.metadata(m.stateful_set_name()),
         spec: Some(StatefulSetSpec {
-            replicas: Some(m.brokers),
+            replicas: Some(replicas),
             service_name: Some(m.headless_service_name()),
             selector: LabelSelector {
                 match_labels: Some(m.selector_labels()),

@@ -180,18 +180,9 @@ fn scrape(c: &mut Criterion) {
 
 /// A group coordinator with the broker's default settings and no groups.
 fn groups_of(replicas: &Arc<ReplicaManager>) -> GroupCoordinator {
-    let config = replicas.config();
     GroupCoordinator::new(
         replicas.clone(),
-        CoordinatorConfig {
-            group: config.group.clone(),
-            offsets_topic_num_partitions: config.offsets_topic_num_partitions,
-            offsets_topic_segment_bytes: config.offsets_topic_segment_bytes,
-            offset_metadata_max_bytes: config.offset_metadata_max_bytes,
-            offsets_retention_ms: config.offsets_retention_ms,
-            offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
-            offsets_commit_timeout: Duration::from_secs(5),
-        },
+        CoordinatorConfig::from_broker(replicas.config()),
     )
 }
 

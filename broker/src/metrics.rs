@@ -525,21 +525,10 @@ impl Collector for StateCollector {
             MetricType::Gauge,
         )?;
         for (state, count) in &s.groups {
-            let labels = [("state", group_state_name(*state))];
+            let labels = [("state", state.name())];
             ConstGauge::new(*count as i64).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
-    }
-}
-
-/// Kafka's name of a group state, as ListGroups and `kafka-consumer-groups.sh` show it.
-fn group_state_name(state: GroupState) -> &'static str {
-    match state {
-        GroupState::Empty => "Empty",
-        GroupState::PreparingRebalance => "PreparingRebalance",
-        GroupState::CompletingRebalance => "CompletingRebalance",
-        GroupState::Stable => "Stable",
-        GroupState::Dead => "Dead",
     }
 }
 

@@ -62,6 +62,7 @@ use super::membership::{
 };
 use crate::controller::topic_config::TopicConfigs;
 use crate::log::batch::{build_batch, decode_records, split_batches};
+use crate::server::config::BrokerConfig;
 use crate::server::partition::{NotReplicated, Partition};
 use crate::server::replica_manager::{min_insync_replicas, now_ms, ApiError, ReplicaManager};
 
@@ -413,6 +414,21 @@ pub struct CoordinatorConfig {
     /// `offsets.commit.timeout.ms`: how long a write to `__consumer_offsets` may take to
     /// reach every in-sync replica before the client is told to retry.
     pub offsets_commit_timeout: Duration,
+}
+
+impl CoordinatorConfig {
+    /// The coordinator's settings out of the broker's configuration.
+    pub fn from_broker(config: &BrokerConfig) -> CoordinatorConfig {
+        CoordinatorConfig {
+            group: config.group.clone(),
+            offsets_topic_num_partitions: config.offsets_topic_num_partitions,
+            offsets_topic_segment_bytes: config.offsets_topic_segment_bytes,
+            offset_metadata_max_bytes: config.offset_metadata_max_bytes,
+            offsets_retention_ms: config.offsets_retention_ms,
+            offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
+            offsets_commit_timeout: Duration::from_millis(config.offsets_commit_timeout_ms),
+        }
+    }
 }
 
 /// The groups this broker coordinates.

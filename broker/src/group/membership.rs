@@ -112,6 +112,20 @@ pub enum GroupState {
     Dead,
 }
 
+impl GroupState {
+    /// Kafka's name of the state, as ListGroups, DescribeGroups and
+    /// `kafka-consumer-groups.sh` show it (`ClassicGroupState.toString`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Empty => "Empty",
+            Self::PreparingRebalance => "PreparingRebalance",
+            Self::CompletingRebalance => "CompletingRebalance",
+            Self::Stable => "Stable",
+            Self::Dead => "Dead",
+        }
+    }
+}
+
 /// One entry of a member's protocol list: an assignor name and the subscription metadata the
 /// client encoded for it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -254,15 +254,7 @@ impl Broker {
         ));
         let groups = Arc::new(GroupCoordinator::new(
             replicas.clone(),
-            CoordinatorConfig {
-                group: config.group.clone(),
-                offsets_topic_num_partitions: config.offsets_topic_num_partitions,
-                offsets_topic_segment_bytes: config.offsets_topic_segment_bytes,
-                offset_metadata_max_bytes: config.offset_metadata_max_bytes,
-                offsets_retention_ms: config.offsets_retention_ms,
-                offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
-                offsets_commit_timeout: Duration::from_millis(config.offsets_commit_timeout_ms),
-            },
+            CoordinatorConfig::from_broker(&config),
         ));
         let ctx = Arc::new(BrokerContext {
             config: config.clone(),

@@ -54,16 +54,6 @@ fn opt(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.to_string())
 }
 
-fn state_name(state: GroupState) -> &'static str {
-    match state {
-        GroupState::Empty => "Empty",
-        GroupState::PreparingRebalance => "PreparingRebalance",
-        GroupState::CompletingRebalance => "CompletingRebalance",
-        GroupState::Stable => "Stable",
-        GroupState::Dead => "Dead",
-    }
-}
-
 /// Creates `__consumer_offsets` through the controller if it does not exist yet, with
 /// `offsets.topic.replication.factor` replicas per partition (1 on a standalone broker).
 /// Until enough brokers are live, clients are told COORDINATOR_NOT_AVAILABLE and retry.
@@ -527,7 +517,7 @@ pub fn list_groups(ctx: &BrokerContext, request: ListGroupsRequest) -> ListGroup
                 || request
                     .states_filter
                     .iter()
-                    .any(|s| s.eq_ignore_ascii_case(state_name(*state)))
+                    .any(|s| s.eq_ignore_ascii_case(state.name()))
         })
         .filter(|_| {
             request.types_filter.is_empty()
@@ -540,7 +530,7 @@ pub fn list_groups(ctx: &BrokerContext, request: ListGroupsRequest) -> ListGroup
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(id)))
                 .with_protocol_type(str_bytes(protocol_type))
-                .with_group_state(str_bytes(state_name(state)))
+                .with_group_state(str_bytes(state.name()))
                 .with_group_type(str_bytes("classic"))
         })
         .collect();
@@ -560,7 +550,7 @@ pub fn describe_groups(
                 .with_authorized_operations(i32::MIN);
             let group = match ctx.groups.describe(id) {
                 Ok(Some(group)) => group,
-                Ok(None) => return described.with_group_state(str_bytes("Dead")),
+                Ok(None) => return described.with_group_state(str_bytes(GroupState::Dead.name())),
                 // Kafka's DescribeGroupsResponse.groupError: an empty state.
                 Err(code) => {
                     return described
@@ -587,7 +577,7 @@ pub fn describe_groups(
                 })
                 .collect();
             described
-                .with_group_state(str_bytes(state_name(group.state())))
+                .with_group_state(str_bytes(group.state().name()))
                 .with_protocol_type(str_bytes(group.protocol_type().unwrap_or_default()))
                 .with_protocol_data(str_bytes(if stable { protocol.as_str() } else { "" }))
                 .with_members(members)

@@ -48,7 +48,13 @@ pub type SubmitFn = Arc<
         + Sync,
 >;
 
-/// Asks the controller for an ISR change; on refusal the partition may propose again.
+/// How long a partition whose ISR change was refused waits before it may propose again (a
+/// follower that restarts is refused until it is registered again; Kafka's leaders retry
+/// AlterPartition with a backoff too).
+const ISR_CHANGE_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Asks the controller for an ISR change; on refusal the partition may propose again after
+/// [`ISR_CHANGE_RETRY_BACKOFF`].
 /// `committed` (the broker's ISR shrink or expansion counter) counts it once committed.
 pub fn propose_isr_change(
     submit: &SubmitFn,
@@ -80,6 +86,7 @@ pub fn propose_isr_change(
                     topic = %change.topic, partition = change.partition, error = %e,
                     "ISR change refused"
                 );
+                tokio::time::sleep(ISR_CHANGE_RETRY_BACKOFF).await;
                 partition.clear_pending_isr(partition_epoch);
             }
         }

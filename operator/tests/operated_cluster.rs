@@ -4,31 +4,34 @@
 //! The operator is started inside the runner's DNS view, as it would run inside the
 //! cluster, so it finds the brokers through `status.bootstrapServers` with no override.
 //! Then a broker setting changes, and the operator restarts the brokers one at a time while
-//! an acks=all producer writes; then the Cluster grows to 5 brokers, which get replicas,
+//! an acks=all producer writes and a consumer group reads; then the Cluster grows to 5 brokers, which get replicas,
 //! and shrinks back to 3, whose leaving brokers are drained first.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
-use common::{wait_until, Bed, Operator, NS};
+use common::{
+    client_config, ensure_all, ensure_exactly, operated, produce, read_back, topic, wait_for,
+    wait_ready, wait_until, Bed, Writer, NS,
+};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use tributary_e2e_kit::{broker_binary, PodRunner, RunnerOptions};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::Message;
+use tributary_e2e_kit::PodRunner;
 use tributary_operator::crd::cluster::{Cluster, ClusterSpec};
 use tributary_operator::crd::condition::find;
-use tributary_operator::crd::topic::{DeletionPolicy, Topic, TopicSpec};
-use tributary_operator::crd::ClusterRef;
+use tributary_operator::crd::topic::Topic;
 
 const WAIT: Duration = Duration::from_secs(120);
 const CLUSTER: &str = "main";
@@ -36,64 +39,17 @@ const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 3;
 const MESSAGES: usize = 300;
 
-/// The Ready condition's (status, reason, message) once the status describes the latest
-/// generation.
-fn ready_of(
-    status: Option<&Vec<tributary_operator::crd::Condition>>,
-) -> Option<(String, String, String)> {
-    let ready = find(status?, "Ready")?;
-    Some((
-        ready.status.clone(),
-        ready.reason.clone(),
-        ready.message.clone(),
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_cluster_runs_brokers_that_clients_and_topics_use() -> Result<()> {
-    let bed = Bed::start().await?;
-    let runner = PodRunner::start(
-        &bed.env,
-        RunnerOptions::new(NS, broker_binary()?)
-            .selector(&format!("app.kubernetes.io/instance={CLUSTER}")),
-    )?;
-    let result = scenario(&bed, &runner).await;
-    if result.is_err() {
-        runner.print_logs(80);
-    }
-    result
+    operated(CLUSTER, "operated", scenario).await
 }
 
 async fn scenario(bed: &Bed, runner: &PodRunner) -> Result<()> {
-    // Inside the runner's DNS view, as a pod of the cluster would be.
-    let _operator = runner.with_cluster_dns(|| Operator::start(&bed.env, "operated", &[]))??;
     bed.managed_cluster(CLUSTER, ClusterSpec::managed(3), &[])
         .await?;
 
     let clusters: Api<Cluster> = Api::namespaced(bed.client.clone(), NS);
-    let ready = wait_until(
-        "the managed Cluster to be Ready",
-        WAIT,
-        || async {
-            let c = clusters.get_opt(CLUSTER).await.ok()??;
-            let status = c.status.as_ref()?;
-            (status.observed_generation == c.metadata.generation
-                && ready_of(Some(&status.conditions)).is_some_and(|(s, _, _)| s == "True"))
-            .then_some(c)
-        },
-        || async {
-            format!(
-                "{:?}",
-                clusters
-                    .get_opt(CLUSTER)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|c| c.status)
-            )
-        },
-    )
-    .await?;
+    let ready = wait_ready(&clusters, CLUSTER, WAIT).await?;
     let status = ready.status.context("status")?;
     let bootstrap = status
         .bootstrap_servers
@@ -111,88 +67,33 @@ async fn scenario(bed: &Bed, runner: &PodRunner) -> Result<()> {
     topics
         .create(
             &PostParams::default(),
-            &Topic::new(
-                TOPIC,
-                TopicSpec {
-                    cluster_ref: ClusterRef {
-                        name: CLUSTER.into(),
-                    },
-                    topic_name: None,
-                    partitions: PARTITIONS,
-                    replication_factor: Some(3),
-                    config: Default::default(),
-                    deletion_policy: DeletionPolicy::Delete,
-                },
-            ),
+            &topic(TOPIC, CLUSTER, PARTITIONS, 3),
         )
         .await?;
-    wait_until(
-        "Topic orders Ready",
-        WAIT,
-        || async {
-            let t = topics.get_opt(TOPIC).await.ok()??;
-            let status = t.status.as_ref()?;
-            ready_of(Some(&status.conditions))
-                .is_some_and(|(s, _, _)| s == "True")
-                .then_some(())
-        },
-        || async {
-            format!(
-                "{:?}",
-                topics.get_opt(TOPIC).await.ok().flatten().map(|t| t.status)
-            )
-        },
-    )
-    .await?;
+    wait_ready(&topics, TOPIC, WAIT).await?;
 
     // Produce with acks=all and read everything back, through the bootstrap Service.
-    let config = |extra: &[(&str, &str)]| {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &bootstrap)
-            .set("socket.timeout.ms", "10000");
-        for (k, v) in extra {
-            c.set(*k, *v);
-        }
-        c
-    };
     let producer: FutureProducer = runner.with_cluster_dns(|| {
-        config(&[("acks", "all"), ("enable.idempotence", "true")]).create()
+        client_config(
+            &bootstrap,
+            &[("acks", "all"), ("enable.idempotence", "true")],
+        )
+        .create()
     })??;
-    for i in 0..MESSAGES {
-        let value = format!("message {i}");
-        producer
-            .send(
-                FutureRecord::to(TOPIC)
-                    .key(&format!("k{i}"))
-                    .payload(&value),
-                Duration::from_secs(60),
-            )
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("producing message {i}: {e}"))?;
-    }
+    produce(&producer, TOPIC, 0..MESSAGES).await?;
     let consumer: StreamConsumer = runner.with_cluster_dns(|| {
-        config(&[("group.id", "operated"), ("enable.auto.commit", "false")]).create()
+        client_config(
+            &bootstrap,
+            &[("group.id", "operated"), ("enable.auto.commit", "false")],
+        )
+        .create()
     })??;
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        assignment.add_partition_offset(TOPIC, p, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let mut seen = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.len() < MESSAGES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let message =
-            tokio::time::timeout(left, rdkafka::consumer::StreamConsumer::recv(&consumer))
-                .await
-                .with_context(|| format!("consumed {} of {MESSAGES} messages", seen.len()))??;
-        seen.insert(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
-    }
-    let want: BTreeSet<String> = (0..MESSAGES).map(|i| format!("message {i}")).collect();
-    ensure!(seen == want, "consumed other messages than were produced");
+    let seen = read_back(&consumer, TOPIC, PARTITIONS, MESSAGES, WAIT).await?;
+    ensure_all(&seen, MESSAGES, "before the roll")?;
+    drop(consumer);
 
-    roll_under_load(bed, runner, &producer, consumer, &bootstrap).await?;
-    scale_out_and_in(bed, runner, &producer, &bootstrap).await
+    let written = roll_under_load(bed, runner, &producer, &bootstrap, MESSAGES).await?;
+    scale_out_and_in(bed, runner, &producer, &bootstrap, written).await
 }
 
 /// Which brokers hold replicas of `TOPIC`, and whether every partition's ISR is full, as
@@ -213,12 +114,13 @@ fn placement(producer: &FutureProducer) -> Result<(BTreeSet<i32>, bool)> {
 }
 
 /// 3 -> 5 brokers: the new ones get replicas; 5 -> 3: the two leaving are drained before
-/// their pods go, and every message is still there.
+/// their pods go, and every one of the `written` messages is still there.
 async fn scale_out_and_in(
     bed: &Bed,
     runner: &PodRunner,
     producer: &FutureProducer,
     bootstrap: &str,
+    written: usize,
 ) -> Result<()> {
     let clusters: Api<Cluster> = Api::namespaced(bed.client.clone(), NS);
     let stateful_sets: Api<StatefulSet> = Api::namespaced(bed.client.clone(), NS);
@@ -272,50 +174,60 @@ async fn scale_out_and_in(
 
     // Nothing was lost on the way: every message written so far is still there.
     let consumer: StreamConsumer = runner.with_cluster_dns(|| {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", bootstrap)
-            .set("group.id", "after-scaling")
-            .set("enable.auto.commit", "false");
-        c.create()
+        client_config(
+            bootstrap,
+            &[
+                ("group.id", "after-scaling"),
+                ("enable.auto.commit", "false"),
+            ],
+        )
+        .create()
     })??;
-    let mut assignment = TopicPartitionList::new();
-    let mut total = 0i64;
-    for p in 0..PARTITIONS {
-        assignment.add_partition_offset(TOPIC, p, Offset::Beginning)?;
-        let (low, high) = consumer.fetch_watermarks(TOPIC, p, Duration::from_secs(10))?;
-        ensure!(low == 0, "partition {p} starts at {low}");
-        total += high;
+    ensure_exactly(&consumer, TOPIC, PARTITIONS, written, "after scaling").await
+}
+
+/// Counts a group consumer's assignments and the errors librdkafka reports to it.
+#[derive(Default)]
+struct GroupWatch {
+    assignments: AtomicUsize,
+    errors: Mutex<Vec<String>>,
+}
+
+impl ClientContext for GroupWatch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors
+            .lock()
+            .unwrap()
+            .push(format!("{error} ({reason})"));
     }
-    consumer.assign(&assignment)?;
-    let mut seen = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while (seen.len() as i64) < total {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let message = tokio::time::timeout(left, consumer.recv())
-            .await
-            .with_context(|| format!("consumed {} of {total} after scaling", seen.len()))??;
-        seen.insert(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+}
+
+impl ConsumerContext for GroupWatch {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            self.assignments.fetch_add(1, Ordering::Relaxed);
+        }
     }
-    let want: BTreeSet<String> = (0..total as usize)
-        .map(|i| format!("message {i}"))
-        .collect();
-    ensure!(
-        seen == want,
-        "after scaling, the partitions hold other messages"
-    );
-    Ok(())
+}
+
+/// Whether a client error is the notice of a connection a stopping broker closed, which
+/// librdkafka reports before it reconnects, rather than a failure.
+fn is_cut_connection(error: &str) -> bool {
+    error.contains("Broker transport failure") || error.contains("Disconnected")
 }
 
 /// A broker setting changes: the operator restarts the brokers one at a time (never two
 /// down at once), each with its new configuration, while an acks=all producer keeps
-/// writing; no delivery fails, and every acknowledged message is read back.
+/// writing and a consumer group reads; no delivery fails, the group is not rebalanced
+/// over and over, and every acknowledged message is read back. Returns how many messages
+/// the topic holds after it.
 async fn roll_under_load(
     bed: &Bed,
     runner: &PodRunner,
     producer: &FutureProducer,
-    consumer: StreamConsumer,
     bootstrap: &str,
-) -> Result<()> {
+    written: usize,
+) -> Result<usize> {
     let pods: Api<Pod> = Api::namespaced(bed.client.clone(), NS);
     let uids = |list: &[Pod]| -> BTreeMap<String, String> {
         list.iter()
@@ -331,31 +243,47 @@ async fn roll_under_load(
     );
     ensure!(before.len() == 3, "pods before the roll: {before:?}");
 
-    // Keep writing through the roll, from another task.
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let producer = producer.clone();
-        let stop = stop.clone();
+    // A consumer group member reading through the roll, committing as it goes.
+    let group: Arc<StreamConsumer<GroupWatch>> = Arc::new(runner.with_cluster_dns(|| {
+        client_config(
+            bootstrap,
+            &[
+                ("group.id", "through-the-roll"),
+                ("auto.offset.reset", "earliest"),
+                ("auto.commit.interval.ms", "200"),
+            ],
+        )
+        .create_with_context(GroupWatch::default())
+    })??);
+    group.subscribe(&[TOPIC])?;
+    let consumed = Arc::new(Mutex::new(BTreeSet::new()));
+    let reader = {
+        let group = group.clone();
+        let consumed = consumed.clone();
         tokio::spawn(async move {
-            let mut acked = 0usize;
-            let mut i = MESSAGES;
-            while !stop.load(Ordering::Relaxed) {
-                let value = format!("message {i}");
-                producer
-                    .send(
-                        FutureRecord::to(TOPIC)
-                            .key(&format!("k{i}"))
-                            .payload(&value),
-                        Duration::from_secs(60),
-                    )
-                    .await
-                    .map_err(|(e, _)| anyhow::anyhow!("producing message {i} in the roll: {e}"))?;
-                acked += 1;
-                i += 1;
+            loop {
+                match group.recv().await {
+                    Ok(m) => {
+                        consumed.lock().unwrap().insert(
+                            String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                        );
+                    }
+                    Err(e) if is_cut_connection(&e.to_string()) => {
+                        group.context().errors.lock().unwrap().push(e.to_string())
+                    }
+                    Err(e) => return Err(anyhow::anyhow!("the group consumer failed: {e}")),
+                }
             }
-            anyhow::Ok(acked)
         })
     };
+    // The group has its assignment before the roll starts.
+    wait_for("the group's first assignment", WAIT, || async {
+        (group.context().assignments.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .await?;
+
+    // Keep writing through the roll, from another task.
+    let writer = Writer::start(producer, TOPIC, None, written);
 
     let clusters: Api<Cluster> = Api::namespaced(bed.client.clone(), NS);
     clusters
@@ -419,41 +347,59 @@ async fn roll_under_load(
         "a broker did not stop cleanly on SIGTERM: {exits:?}"
     );
 
-    stop.store(true, Ordering::Relaxed);
-    let acked = writer.await??;
+    let acked = writer.stop().await?.acked;
     ensure!(acked > 0, "nothing was written during the roll");
-    let total = MESSAGES + acked;
-    let mut seen = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // A new consumer: the first one's connections were cut by the restarts, which
-    // librdkafka reports (transport failures) before it reconnects.
-    drop(consumer);
-    let consumer: StreamConsumer = runner.with_cluster_dns(|| {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", bootstrap)
-            .set("group.id", "after-roll")
-            .set("enable.auto.commit", "false");
-        c.create()
-    })??;
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        assignment.add_partition_offset(TOPIC, p, Offset::Beginning)?;
+    let total = written + acked;
+
+    // The group read everything (at least once), without a rebalance storm: one
+    // assignment at the start, and at most one more per restarted broker (a member whose
+    // coordinator moved may have to join again).
+    wait_until(
+        "the group to read every acknowledged message",
+        WAIT,
+        || async {
+            if reader.is_finished() {
+                return Some(());
+            }
+            (consumed.lock().unwrap().len() >= total).then_some(())
+        },
+        || async { format!("{} of {total}", consumed.lock().unwrap().len()) },
+    )
+    .await?;
+    if reader.is_finished() {
+        reader.await??;
+        unreachable!("the reader only ends with an error");
     }
-    consumer.assign(&assignment)?;
-    while seen.len() < total {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let message = tokio::time::timeout(left, consumer.recv())
-            .await
-            .with_context(|| {
-                format!("consumed {} of {total} messages after the roll", seen.len())
-            })??;
-        seen.insert(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
-    }
-    let want: BTreeSet<String> = (0..total).map(|i| format!("message {i}")).collect();
+    reader.abort();
+    ensure_all(
+        &consumed.lock().unwrap(),
+        total,
+        "the group, through the roll",
+    )?;
+    let assignments = group.context().assignments.load(Ordering::Relaxed);
+    let errors = group.context().errors.lock().unwrap().clone();
     ensure!(
-        seen == want,
-        "after the roll, consumed other messages than were acknowledged"
+        assignments <= 4,
+        "the group was assigned its partitions {assignments} times in a roll of 3 brokers"
     );
-    eprintln!("roll: {acked} messages acknowledged during it, at most {most_down} broker down");
-    Ok(())
+    ensure!(
+        errors.iter().all(|e| is_cut_connection(e)),
+        "the group consumer saw errors other than cut connections: {errors:?}"
+    );
+
+    // A new consumer reads every acknowledged message.
+    let consumer: StreamConsumer = runner.with_cluster_dns(|| {
+        client_config(
+            bootstrap,
+            &[("group.id", "after-roll"), ("enable.auto.commit", "false")],
+        )
+        .create()
+    })??;
+    ensure_exactly(&consumer, TOPIC, PARTITIONS, total, "after the roll").await?;
+    eprintln!(
+        "roll: {acked} messages acknowledged during it, at most {most_down} broker down; \
+         group assigned {assignments} times, {} cut-connection notices",
+        errors.len()
+    );
+    Ok(total)
 }

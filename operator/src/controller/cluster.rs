@@ -183,7 +183,11 @@ async fn reconcile_managed(
         .and_then(|s| s.spec?.replicas)
         .unwrap_or(m.brokers);
     let replicas = current.max(m.brokers);
-    if let Err(e) = apply_owned(&ctx.client, &m, replicas).await {
+    // The brokers the StatefulSet runs: the defaults of their configuration, the pods
+    // counted and rolled. Until a scale-down is carried out (or if it is refused), that is
+    // more than spec.brokers, and their configuration does not change.
+    let running = m.running(replicas);
+    if let Err(e) = apply_owned(&ctx.client, &running, replicas).await {
         // The API server refused an object built from the spec (an affinity it finds
         // invalid, say): the spec is at fault, and retrying will not help until it changes.
         if let Error::Kube(kube::Error::Api(response)) = &e {
@@ -202,30 +206,42 @@ async fn reconcile_managed(
     let pods = pods
         .list(&ListParams::default().labels(&m.selector()))
         .await?;
-    let ready_ids = ready_broker_ids(&m, &pods.items);
+    let ready_ids = ready_broker_ids(&running, &pods.items);
     let bootstrap = cluster.bootstrap_servers();
-    let described = if ready_ids.len() as i32 == m.brokers {
+    let described = if ready_ids.len() as i32 == running.brokers {
         Some(describe(ctx, &bootstrap).await)
     } else {
         None
     };
     // Scaling and rolls move only while every broker is ready and answers; a roll waits
     // for the scaling to settle.
+    // A scale under way, or one refused (which a spec put back must clear).
     let was_scaling = crate::crd::condition::find(&previous.conditions, "Scaling")
-        .is_some_and(|c| c.status == "True");
+        .is_some_and(|c| c.status == "True" || c.reason != "BrokersMatchSpec");
     // The StatefulSet had another size (a scale just asked for), or a scale is under way.
     let scaling_needed = current != m.brokers || was_scaling;
     let (scaling, rolling) = match &described {
         Some(Ok(d)) => {
-            let scaling = if scaling_needed {
-                let step = scale(ctx, &m, replicas, d, &bootstrap).await?;
-                Some(scaling_condition(&step))
+            // The brokers are asked at most once per pass: a scale step hands what it
+            // observed to the roll step.
+            let (scaling, observed) = if scaling_needed {
+                let (step, observed) = scale(ctx, &m, replicas, d, &bootstrap).await?;
+                (Some(scaling_condition(&step)), Some(observed))
             } else {
-                None
+                (None, None)
             };
             let rolling = if scaling.as_ref().is_none_or(|c| c.status != "True") {
                 Some(rolling_condition(
-                    &roll(ctx, &m, &pods.items, &ready_ids, d, &bootstrap).await?,
+                    &roll(
+                        ctx,
+                        &running,
+                        &pods.items,
+                        &ready_ids,
+                        d,
+                        &bootstrap,
+                        observed,
+                    )
+                    .await?,
                 ))
             } else {
                 None
@@ -233,7 +249,7 @@ async fn reconcile_managed(
             (scaling, rolling)
         }
         _ if scaling_needed => {
-            let message = format!("{} of {} brokers ready", ready_ids.len(), m.brokers);
+            let message = format!("{} of {} brokers ready", ready_ids.len(), running.brokers);
             (
                 Some(Condition::new("Scaling", true, "AwaitingBrokers", message)),
                 None,
@@ -241,7 +257,9 @@ async fn reconcile_managed(
         }
         _ => (None, None),
     };
-    let mut status = managed_status(previous, &m, &ready_ids, described, &bootstrap, generation);
+    let mut status = managed_status(
+        previous, &running, &ready_ids, described, &bootstrap, generation,
+    );
     let mut extra = Vec::new();
     for (kind, next) in [("Scaling", scaling), ("Rolling", rolling)] {
         // Brokers starting or unreachable: the last word stands.
@@ -258,7 +276,7 @@ async fn reconcile_managed(
         generation,
         &now_rfc3339(),
     ));
-    let requeue = if ready_ids.len() as i32 == m.brokers && settled {
+    let requeue = if ready_ids.len() as i32 == running.brokers && settled {
         refresh
     } else {
         // A roll or a start under way: look again soon.
@@ -306,14 +324,15 @@ async fn observe(
 
 /// One step of scaling from `replicas` pods to `spec.brokers` (`plan::brokers::plan_scale`):
 /// reassign replicas onto new brokers or off the ones to remove, and shrink the
-/// StatefulSet once those hold nothing.
+/// StatefulSet once those hold nothing. Returns the step and what the brokers reported,
+/// which the roll step of the same pass reuses.
 async fn scale(
     ctx: &Context,
     m: &ManagedCluster,
     replicas: i32,
     described: &ClusterDescription,
     bootstrap: &str,
-) -> Result<ScaleStep, Error> {
+) -> Result<(ScaleStep, ObservedCluster), Error> {
     let observed = observe(ctx, described, bootstrap).await?;
     let plan = plan_scale(m.brokers, replicas, m.voters, &observed);
     if let ScaleStep::Reassign(moves) = &plan.step {
@@ -354,7 +373,7 @@ async fn scale(
         )
         .await?;
     }
-    Ok(plan.step)
+    Ok((plan.step, observed))
 }
 
 /// The `Scaling` condition for a scale step.
@@ -394,6 +413,8 @@ fn scaling_condition(step: &ScaleStep) -> Condition {
 /// (`plan::brokers::plan_roll`): with every broker ready and in every ISR, the next pod
 /// whose hash is outdated is deleted; the StatefulSet (`OnDelete`) re-creates it with the
 /// current template, and its SIGTERM makes the broker hand its leaderships over first.
+/// `observed` is what the scale step of the same pass saw, if it ran; otherwise the brokers
+/// are asked here, and only when some pod's hash is outdated.
 async fn roll(
     ctx: &Context,
     m: &ManagedCluster,
@@ -401,6 +422,7 @@ async fn roll(
     ready_ids: &[i32],
     described: &ClusterDescription,
     bootstrap: &str,
+    observed: Option<ObservedCluster>,
 ) -> Result<RollStep, Error> {
     let desired = statefulset::config_hash(m);
     let prefix = format!("{}-", m.stateful_set_name());
@@ -425,7 +447,10 @@ async fn roll(
     {
         return Ok(RollStep::Settled);
     }
-    let observed = observe(ctx, described, bootstrap).await?;
+    let observed = match observed {
+        Some(observed) => observed,
+        None => observe(ctx, described, bootstrap).await?,
+    };
     let step = plan_roll(&desired, &observed_pods, &observed);
     if let RollStep::Restart(ordinal) = &step {
         let name = format!("{prefix}{ordinal}");

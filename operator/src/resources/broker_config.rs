@@ -42,7 +42,8 @@ pub fn quorum_voters(m: &ManagedCluster) -> String {
         .join(",")
 }
 
-/// Defaults for keys the user did not set, chosen by broker count: three replicas of each
+/// Defaults for keys the user did not set, chosen by the broker count the StatefulSet runs
+/// (during a scale-down, until it is carried out, the larger one): three replicas of each
 /// partition (and of `__consumer_offsets`, which the broker creates only once that many
 /// brokers are live) where there are three brokers, else as many as there are; acks=all
 /// writes then need two in-sync replicas of three, so one broker can be down (a rolling

@@ -78,6 +78,15 @@ pub struct ManagedCluster {
 }
 
 impl ManagedCluster {
+    /// The same cluster with `replicas` brokers: what the StatefulSet runs while a
+    /// scale-down is under way or refused (`replicas` above `brokers`).
+    pub fn running(&self, replicas: i32) -> ManagedCluster {
+        ManagedCluster {
+            brokers: replicas,
+            ..self.clone()
+        }
+    }
+
     /// Checks a managed Cluster's spec and resolves its defaults. `Ok(None)` for an external
     /// cluster.
     pub fn new(cluster: &Cluster) -> Result<Option<ManagedCluster>, InvalidSpec> {

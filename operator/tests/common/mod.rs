@@ -339,3 +339,325 @@ fn free_port_range(count: usize) -> Result<u16> {
     }
     bail!("no {count} consecutive free ports found")
 }
+
+/// A resource whose status carries conditions and the generation they describe.
+pub trait Conditioned: kube::Resource {
+    fn conditions(&self) -> Option<&[tributary_operator::crd::Condition]>;
+    fn observed_generation(&self) -> Option<i64>;
+}
+
+impl Conditioned for Cluster {
+    fn conditions(&self) -> Option<&[tributary_operator::crd::Condition]> {
+        self.status.as_ref().map(|s| s.conditions.as_slice())
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref()?.observed_generation
+    }
+}
+
+impl Conditioned for tributary_operator::crd::topic::Topic {
+    fn conditions(&self) -> Option<&[tributary_operator::crd::Condition]> {
+        self.status.as_ref().map(|s| s.conditions.as_slice())
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref()?.observed_generation
+    }
+}
+
+impl Conditioned for tributary_operator::crd::consumer_group::ConsumerGroup {
+    fn conditions(&self) -> Option<&[tributary_operator::crd::Condition]> {
+        self.status.as_ref().map(|s| s.conditions.as_slice())
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.status.as_ref()?.observed_generation
+    }
+}
+
+/// Waits until `name`'s condition `type_` is `status` (with `reason`, when given) in a
+/// status written for the resource's latest generation, and returns the resource.
+pub async fn wait_condition<K>(
+    api: &Api<K>,
+    name: &str,
+    (type_, status, reason): (&str, &str, Option<&str>),
+    timeout: Duration,
+) -> Result<K>
+where
+    K: Conditioned + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let what = format!(
+        "{name}'s {type_} condition to be {status}{}",
+        reason.map(|r| format!(" ({r})")).unwrap_or_default()
+    );
+    wait_until(
+        &what,
+        timeout,
+        || async {
+            let object = api.get_opt(name).await.ok()??;
+            let condition = tributary_operator::crd::condition::find(object.conditions()?, type_)?;
+            (object.observed_generation() == object.meta().generation
+                && condition.status == status
+                && reason.is_none_or(|r| condition.reason == r))
+            .then_some(object.clone())
+        },
+        || async {
+            format!(
+                "{:?}",
+                api.get_opt(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|o| o.conditions().map(<[_]>::to_vec))
+            )
+        },
+    )
+    .await
+}
+
+/// Waits until `name` is Ready for its latest generation, and returns it.
+pub async fn wait_ready<K>(api: &Api<K>, name: &str, timeout: Duration) -> Result<K>
+where
+    K: Conditioned + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_condition(api, name, ("Ready", "True", None), timeout).await
+}
+
+/// A client configuration for `bootstrap` with `extra` settings.
+pub fn client_config(bootstrap: &str, extra: &[(&str, &str)]) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("socket.timeout.ms", "10000");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c
+}
+
+/// The payload of message `i`, as every writer in these tests writes it.
+pub fn payload(i: usize) -> String {
+    format!("message {i}")
+}
+
+/// A Topic resource `name` on Cluster `cluster`, deleted with its resource.
+pub fn topic(
+    name: &str,
+    cluster: &str,
+    partitions: i32,
+    replication_factor: i32,
+) -> tributary_operator::crd::topic::Topic {
+    use tributary_operator::crd::topic::{DeletionPolicy, Topic, TopicSpec};
+    Topic::new(
+        name,
+        TopicSpec {
+            cluster_ref: tributary_operator::crd::ClusterRef {
+                name: cluster.into(),
+            },
+            topic_name: None,
+            partitions,
+            replication_factor: Some(replication_factor),
+            config: Default::default(),
+            deletion_policy: DeletionPolicy::Delete,
+        },
+    )
+}
+
+/// Writes messages `range` to `topic` one at a time, each acknowledged before the next.
+pub async fn produce(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    range: std::ops::Range<usize>,
+) -> Result<()> {
+    for i in range {
+        let value = payload(i);
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .key(&format!("k{i}"))
+                    .payload(&value),
+                Duration::from_secs(60),
+            )
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("producing message {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Assigns `topic`'s partitions `0..partitions` from their beginning to `consumer` and
+/// reads until `count` distinct payloads were seen (or `timeout` passed); returns them.
+pub async fn read_back(
+    consumer: &rdkafka::consumer::StreamConsumer,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+    timeout: Duration,
+) -> Result<std::collections::BTreeSet<String>> {
+    use rdkafka::consumer::Consumer as _;
+    use rdkafka::Message as _;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + timeout;
+    while seen.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, consumer.recv())
+            .await
+            .with_context(|| format!("read {} of {count} messages of {topic}", seen.len()))??;
+        seen.insert(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+    }
+    Ok(seen)
+}
+
+/// Checks that `seen` is exactly the payloads of messages `0..count`.
+pub fn ensure_all(
+    seen: &std::collections::BTreeSet<String>,
+    count: usize,
+    when: &str,
+) -> Result<()> {
+    let want: std::collections::BTreeSet<String> = (0..count).map(payload).collect();
+    if *seen != want {
+        let missing: Vec<_> = want.difference(seen).take(10).collect();
+        let extra: Vec<_> = seen.difference(&want).take(10).collect();
+        bail!("{when}: messages missing {missing:?}, unexpected {extra:?}");
+    }
+    Ok(())
+}
+
+/// Checks that `topic`'s partitions `0..partitions` hold exactly the messages `0..count`,
+/// each once, from offset 0: the high watermarks add up to `count`, and `consumer` reads
+/// them all back.
+pub async fn ensure_exactly(
+    consumer: &rdkafka::consumer::StreamConsumer,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+    when: &str,
+) -> Result<()> {
+    use rdkafka::consumer::Consumer as _;
+    let mut total = 0i64;
+    for p in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if low != 0 {
+            bail!("{when}: partition {p} starts at {low}");
+        }
+        total += high;
+    }
+    if total as usize != count {
+        bail!("{when}: the partitions hold {total} messages, {count} were acknowledged");
+    }
+    let seen = read_back(consumer, topic, partitions, count, Duration::from_secs(120)).await?;
+    ensure_all(&seen, count, when)
+}
+
+/// Runs `test` with a test bed, a pod runner for the pods of Cluster `cluster` and the
+/// operator (as `identity`) started inside the runner's DNS view, as it would run in the
+/// cluster; prints the brokers' logs when the test fails.
+pub async fn operated(
+    cluster: &str,
+    identity: &str,
+    test: impl AsyncFnOnce(&Bed, &tributary_e2e_kit::PodRunner) -> Result<()>,
+) -> Result<()> {
+    use tributary_e2e_kit::{broker_binary, PodRunner, RunnerOptions};
+    let bed = Bed::start().await?;
+    let runner = PodRunner::start(
+        &bed.env,
+        RunnerOptions::new(NS, broker_binary()?)
+            .selector(&format!("app.kubernetes.io/instance={cluster}")),
+    )?;
+    let _operator = runner.with_cluster_dns(|| Operator::start(&bed.env, identity, &[]))??;
+    let result = test(&bed, &runner).await;
+    if result.is_err() {
+        runner.print_logs(80);
+    }
+    result
+}
+
+/// What a [`Writer`] saw: how many messages were acknowledged.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub acked: usize,
+}
+
+/// Writes messages `from..` to `topic` (to `partition` if given, else by key) one after
+/// another through `producer` until stopped; a delivery error ends it with that error.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<Result<Written>>,
+}
+
+impl Writer {
+    pub fn start(
+        producer: &rdkafka::producer::FutureProducer,
+        topic: &str,
+        partition: Option<i32>,
+        from: usize,
+    ) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = {
+            let producer = producer.clone();
+            let stop = stop.clone();
+            let acked = acked.clone();
+            let topic = topic.to_string();
+            tokio::spawn(async move {
+                let mut written = Written::default();
+                let mut i = from;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let value = payload(i);
+                    let key = format!("k{i}");
+                    let mut record = rdkafka::producer::FutureRecord::to(&topic)
+                        .key(&key)
+                        .payload(&value);
+                    record.partition = partition;
+                    producer
+                        .send(record, Duration::from_secs(60))
+                        .await
+                        .map_err(|(e, _)| {
+                            anyhow::anyhow!(
+                                "producing message {i} ({} acknowledged before): {e}",
+                                written.acked
+                            )
+                        })?;
+                    written.acked += 1;
+                    acked.store(written.acked, std::sync::atomic::Ordering::Relaxed);
+                    i += 1;
+                }
+                Ok(written)
+            })
+        };
+        Writer { stop, acked, task }
+    }
+
+    /// How many messages were acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.acked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `more` messages beyond `since` were acknowledged, or fails after
+    /// `timeout` (a writer that failed fails this too, with its error).
+    pub async fn wait_acked(&mut self, since: usize, more: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.acked() < since + more {
+            if self.task.is_finished() {
+                let outcome = (&mut self.task).await?;
+                bail!("the writer stopped: {:?}", outcome.map(|w| w.acked));
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} messages acknowledged, not {more} more than {since}, within {timeout:?}",
+                    self.acked()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops the writer and returns what it saw.
+    pub async fn stop(self) -> Result<Written> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await?
+    }
+}

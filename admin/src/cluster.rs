@@ -6,6 +6,7 @@
 //! | `alter_partition_reassignments` | AlterPartitionReassignments | any broker |
 //! | `list_partition_reassignments` | ListPartitionReassignments | any broker |
 //! | `elect_preferred_leaders`, `elect_leaders` | ElectLeaders | any broker |
+//! | `unregister_broker` | UnregisterBroker | any broker |
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,7 +17,7 @@ use kafka_protocol::messages::elect_leaders_request::{ElectLeadersRequest, Topic
 use kafka_protocol::messages::list_partition_reassignments_request::{
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsTopics,
 };
-use kafka_protocol::messages::{BrokerId, DescribeClusterRequest};
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, UnregisterBrokerRequest};
 
 use crate::admin::Req;
 use crate::error::{check, Error, Result};
@@ -27,6 +28,24 @@ use crate::{
 };
 
 impl Admin {
+    /// Removes broker `id` from the cluster's metadata for good (KIP-631,
+    /// `kafka-cluster.sh unregister`), so Metadata and DescribeCluster stop listing it.
+    /// Tributary refuses a broker that still heartbeats or still holds a replica
+    /// (`INVALID_REQUEST`, with the reason), and an unknown one (`BROKER_ID_NOT_REGISTERED`).
+    pub async fn unregister_broker(&self, id: i32) -> Result<()> {
+        let request = UnregisterBrokerRequest::default().with_broker_id(BrokerId(id));
+        self.retrying(|| async {
+            let (response, _) = self.call_any(Req::Ready(&request)).await?;
+            check(
+                "UnregisterBroker",
+                Some(&format!("broker {id}")),
+                response.error_code,
+                response.error_message.as_deref(),
+            )
+        })
+        .await
+    }
+
     /// The cluster id, the active controller and every broker, fenced ones included.
     ///
     /// DescribeCluster v2 (KIP-1073) lists fenced brokers itself. Before it, DescribeCluster

@@ -352,6 +352,7 @@ pub(crate) fn ours(api: ApiKey) -> VersionRange {
         ApiKey::AlterPartitionReassignments => both::<AlterPartitionReassignmentsRequest>(),
         ApiKey::ListPartitionReassignments => both::<ListPartitionReassignmentsRequest>(),
         ApiKey::ElectLeaders => both::<ElectLeadersRequest>(),
+        ApiKey::UnregisterBroker => both::<UnregisterBrokerRequest>(),
         ApiKey::ListOffsets => both::<ListOffsetsRequest>(),
         ApiKey::FindCoordinator => both::<FindCoordinatorRequest>(),
         ApiKey::ListGroups => both::<ListGroupsRequest>(),

@@ -355,6 +355,20 @@ fn drain_and_rebalance_move_replicas_off_and_back_onto_a_broker() {
         || fenced_column(&ok(&b, &["describe"]), VICTIM).as_deref() == Some("yes"),
     );
 
+    phase("unregister it, then restart it: it registers again");
+    let alive = fails(&b, &["unregister", "0"]);
+    assert!(alive.contains("alive"), "{alive}");
+    let out = ok(&b, &["unregister", &VICTIM.to_string()]);
+    assert!(
+        out.contains(&format!("Unregistered broker {VICTIM}")),
+        "{out}"
+    );
+    wait_until(OP_TIMEOUT, "describe no longer lists the broker", || {
+        fenced_column(&ok(&b, &["describe"]), VICTIM).is_none()
+    });
+    let unknown = fails(&b, &["unregister", &VICTIM.to_string()]);
+    assert!(unknown.contains("not registered"), "{unknown}");
+
     phase("restart it empty-handed and rebalance");
     cluster.restart(VICTIM);
     wait_until(OP_TIMEOUT, "the restarted broker is live", || {

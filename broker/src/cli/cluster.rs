@@ -9,6 +9,7 @@
 //! | `reassignments` | `list_partition_reassignments` |
 //! | `drain BROKER`, `rebalance` | as `describe`, then `alter_partition_reassignments` |
 //! | `elect-leaders [--topic T]` | `elect_leaders` (ElectLeaders, PREFERRED) |
+//! | `unregister BROKER` | `unregister_broker` (UnregisterBroker) |
 //!
 //! Only Kafka APIs are used, so every subcommand works against any broker. `drain` and
 //! `rebalance` plan on the client: the admin client's descriptions of the cluster
@@ -74,6 +75,13 @@ pub enum ClusterCommand {
         /// Only this partition of --topic.
         #[arg(long, requires = "topic")]
         partition: Option<i32>,
+    },
+    /// Remove a broker that is gone for good from the cluster's metadata, as Kafka's
+    /// `kafka-cluster.sh unregister` does: it must be stopped (fenced) and hold no replica
+    /// (`drain` it first).
+    Unregister {
+        /// The broker's id.
+        broker: i32,
     },
 }
 
@@ -198,6 +206,11 @@ pub fn run(args: ClusterArgs, out: &mut impl Write) -> Result<()> {
                 let title = format!("Plan: reassign {} partition(s)", moves.len());
                 super::print_lines(out, plan_lines(&image, &title, &moves));
                 carry_out(&admin, &moves, args.dry_run, &args.wait, out).await
+            }
+            ClusterCommand::Unregister { broker } => {
+                admin.unregister_broker(broker).await?;
+                super::print_lines(out, vec![format!("Unregistered broker {broker}.")]);
+                Ok(())
             }
             ClusterCommand::ElectLeaders { topic, partition } => {
                 let partitions = match topic {

@@ -126,6 +126,12 @@ pub enum Command {
     ControlledShutdown {
         id: i32,
     },
+    /// Kafka's UnregisterBroker (KIP-631): a broker that is gone for good (a cluster scaled
+    /// down) leaves the metadata, so Metadata and DescribeCluster stop naming it. Refused
+    /// while it heartbeats (unfenced) or while any partition still names it as a replica.
+    UnregisterBroker {
+        id: i32,
+    },
     /// A new topic, fully placed by the controller.
     CreateTopic {
         topic: TopicRecord,
@@ -298,6 +304,7 @@ pub fn apply(image: &mut MetadataImage, command: &Command) -> Result<Outcome, Co
         }
         Command::UnfenceBroker { id } => unfence_broker(image, *id),
         Command::ControlledShutdown { id } => controlled_shutdown(image, *id),
+        Command::UnregisterBroker { id } => unregister_broker(image, *id),
         Command::CreateTopic { topic } => create_topic(image, topic),
         Command::DeleteTopic { name } => {
             let topic = image
@@ -515,6 +522,50 @@ fn unfence_broker(image: &mut MetadataImage, id: i32) -> Result<Outcome, Command
 /// Moves leaderships away from `id` and takes it out of ISRs, but only where that costs
 /// nothing: a partition whose ISR is `id` alone keeps it as leader until it is fenced.
 /// Applying it again moves whatever became movable since (an ISR that grew).
+/// Removes a fenced broker that no partition names (see [`Command::UnregisterBroker`]).
+fn unregister_broker(image: &mut MetadataImage, id: i32) -> Result<Outcome, CommandError> {
+    let Some(broker) = image.brokers.get(&id) else {
+        return Err(CommandError::new(
+            ResponseError::BrokerIdNotRegistered,
+            format!("broker {id} is not registered"),
+        ));
+    };
+    if !broker.fenced {
+        return Err(CommandError::new(
+            ResponseError::InvalidRequest,
+            format!("broker {id} is alive (heartbeating): stop it before unregistering it"),
+        ));
+    }
+    let holding: Vec<String> = image
+        .partitions()
+        .filter(|(_, _, p)| {
+            p.replicas.contains(&id)
+                || p.adding_replicas.contains(&id)
+                || p.removing_replicas.contains(&id)
+        })
+        .map(|(topic, partition, _)| format!("{topic}-{partition}"))
+        .collect();
+    if !holding.is_empty() {
+        let shown: Vec<&str> = holding.iter().take(5).map(String::as_str).collect();
+        return Err(CommandError::new(
+            ResponseError::InvalidRequest,
+            format!(
+                "broker {id} still holds replicas of {} partitions ({}{}): reassign them \
+                 before unregistering it",
+                holding.len(),
+                shown.join(", "),
+                if holding.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    image.brokers.remove(&id);
+    Ok(Outcome::Done)
+}
+
 fn controlled_shutdown(image: &mut MetadataImage, id: i32) -> Result<Outcome, CommandError> {
     known_broker(image, id)?;
     if let Some(broker) = image.brokers.get_mut(&id) {

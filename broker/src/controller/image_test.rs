@@ -580,6 +580,55 @@ fn elections_move_leadership_only_where_they_can() {
 }
 
 #[test]
+fn unregistering_removes_only_a_fenced_broker_that_holds_nothing() {
+    let mut image = cluster(4);
+    create(&mut image, "t", &[&[0, 1, 3]]);
+    // Unknown, alive, or still a replica: refused, nothing changed.
+    refused(
+        &mut image,
+        Command::UnregisterBroker { id: 7 },
+        ResponseError::BrokerIdNotRegistered,
+    );
+    let alive = refused(
+        &mut image,
+        Command::UnregisterBroker { id: 3 },
+        ResponseError::InvalidRequest,
+    );
+    assert!(alive.contains("alive"), "{alive}");
+    ok(&mut image, Command::FenceBroker { id: 3 });
+    let holding = refused(
+        &mut image,
+        Command::UnregisterBroker { id: 3 },
+        ResponseError::InvalidRequest,
+    );
+    assert!(holding.contains("t-0"), "{holding}");
+    // Moved off (the reassignment lists it as removing until it completes): still refused.
+    ok(&mut image, reassign("t", 0, Some(&[0, 1, 2])));
+    refused(
+        &mut image,
+        Command::UnregisterBroker { id: 3 },
+        ResponseError::InvalidRequest,
+    );
+    let command = alter(&image, "t", 0, &[0, 1, 2]);
+    ok(&mut image, command);
+    assert_eq!(part(&image, "t", 0).replicas, vec![0, 1, 2]);
+    // Drained and fenced: gone from the image; a second time it is unknown.
+    ok(&mut image, Command::UnregisterBroker { id: 3 });
+    assert_eq!(
+        image.brokers.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    refused(
+        &mut image,
+        Command::UnregisterBroker { id: 3 },
+        ResponseError::BrokerIdNotRegistered,
+    );
+    // The same broker id registering again later starts over, fenced.
+    ok(&mut image, Command::RegisterBroker { broker: broker(3) });
+    assert!(image.brokers[&3].fenced);
+}
+
+#[test]
 fn reassignment_from_one_to_three_replicas_waits_for_the_new_ones() {
     let mut image = cluster(3);
     create(&mut image, "t", &[&[0]]);
@@ -803,6 +852,7 @@ fn random_command(rng: &mut Lcg, image: &MetadataImage) -> Command {
         },
         1 | 2 => Command::FenceBroker { id: broker_id },
         3 | 4 => Command::UnfenceBroker { id: broker_id },
+        5 if rng.next(3) == 0 => Command::UnregisterBroker { id: broker_id },
         5 => Command::ControlledShutdown { id: broker_id },
         6 => Command::CreateTopic {
             topic: TopicRecord {
@@ -887,6 +937,11 @@ fn check_invariants(image: &MetadataImage, after: &Command) {
             "{tp}"
         );
         assert!(!p.target_replicas().is_empty(), "{tp}");
+        // No partition names a broker the metadata does not know (UnregisterBroker).
+        assert!(
+            p.replicas.iter().all(|r| image.brokers.contains_key(r)),
+            "unregistered replica: {tp}"
+        );
         // A fenced broker stays in an ISR only as its last member.
         for r in &p.isr {
             if image.brokers.get(r).is_none_or(|b| b.fenced) {

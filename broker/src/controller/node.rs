@@ -1206,6 +1206,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::FenceBroker { .. } => "FenceBroker",
         Command::UnfenceBroker { .. } => "UnfenceBroker",
         Command::ControlledShutdown { .. } => "ControlledShutdown",
+        Command::UnregisterBroker { .. } => "UnregisterBroker",
         Command::CreateTopic { .. } => "CreateTopic",
         Command::DeleteTopic { .. } => "DeleteTopic",
         Command::CreatePartitions { .. } => "CreatePartitions",

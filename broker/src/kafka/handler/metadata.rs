@@ -1,5 +1,6 @@
 //! ApiVersions, Metadata (with topic auto-creation) and DescribeCluster, answered from this
-//! broker's copy of the committed metadata image.
+//! broker's copy of the committed metadata image; and UnregisterBroker, which the controller
+//! decides.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
@@ -7,13 +8,14 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, BrokerId, DescribeClusterRequest,
-    DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
+    DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName, UnregisterBrokerRequest,
+    UnregisterBrokerResponse,
 };
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::{str_bytes, CloseConnection};
-use crate::controller::{MetadataImage, TopicRecord, NO_LEADER};
+use crate::controller::{Command, MetadataImage, TopicRecord, NO_LEADER};
 use crate::kafka::api_versions_list;
 use crate::server::BrokerContext;
 
@@ -235,4 +237,21 @@ pub fn describe_cluster(
                 })
                 .collect(),
         )
+}
+
+/// UnregisterBroker (KIP-631, `kafka-cluster.sh unregister`): removes a stopped broker that
+/// holds no replica from the metadata; the controller's refusal comes back as the error.
+pub async fn unregister_broker(
+    ctx: &BrokerContext,
+    request: UnregisterBrokerRequest,
+) -> UnregisterBrokerResponse {
+    let command = Command::UnregisterBroker {
+        id: request.broker_id.0,
+    };
+    match ctx.submit(command).await {
+        Ok(_) => UnregisterBrokerResponse::default(),
+        Err(e) => UnregisterBrokerResponse::default()
+            .with_error_code(e.code)
+            .with_error_message(Some(str_bytes(e.message))),
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! | module | APIs |
 //! |---|---|
-//! | `metadata` | ApiVersions, Metadata, DescribeCluster |
+//! | `metadata` | ApiVersions, Metadata, DescribeCluster, UnregisterBroker |
 //! | `produce` | Produce |
 //! | `fetch` | Fetch |
 //! | `list_offsets` | ListOffsets |
@@ -50,6 +50,9 @@ pub async fn handle(
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(metadata::describe_cluster(ctx, r))
+        }
+        RequestKind::UnregisterBroker(r) => {
+            ResponseKind::UnregisterBroker(metadata::unregister_broker(ctx, r).await)
         }
         RequestKind::Produce(r) => match produce::produce(ctx, r, version).await {
             Some(response) => ResponseKind::Produce(response),

@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# The operator on a real Kubernetes node: a kind cluster, the broker and operator images built
-# from docker/, the operator installed by the Helm chart, three brokers (e2e/kind/brokers.yaml)
-# and the chart's examples, each step waited for with a deadline. .github/workflows/e2e.yml
-# runs the steps one by one; on a machine with Docker, Go and the test bed they run the same.
+# The operator on a real Kubernetes node: a kind cluster, the broker, operator and e2e images
+# built from docker/, the operator installed by the Helm chart, three brokers
+# (e2e/kind/brokers.yaml) and the chart's examples, then the operator's e2e suite as a Job in
+# the cluster, each step waited for with a deadline. .github/workflows/e2e.yml runs the steps
+# one by one; on a machine with Docker, Go and the test bed they run the same.
 #
 #   scripts/kind-e2e.sh install-kind    go install sigs.k8s.io/kind at the pinned version
 #   scripts/kind-e2e.sh up              create the kind cluster with the pinned node image
-#   scripts/kind-e2e.sh images          docker build both images, kind load them into the node
+#   scripts/kind-e2e.sh images          docker build the three images, kind load them into the node
 #   scripts/kind-e2e.sh deploy          helm install the chart, apply the brokers; wait for both
 #   scripts/kind-e2e.sh examples        apply charts/tributary/examples; wait for each to be Ready
-#   scripts/kind-e2e.sh test            the operator's e2e suite against the kind cluster
+#   scripts/kind-e2e.sh test            the operator's e2e suite, as a Job in the kind cluster
 #   scripts/kind-e2e.sh logs DIR        what a failed run needs looked at, into DIR
 #   scripts/kind-e2e.sh down            delete the kind cluster
 #   scripts/kind-e2e.sh all             up, images, deploy, examples, test
 #
 # kubectl and helm are the test bed's (scripts/k8s-testenv.sh build: the versions pinned in
 # e2e/testenv/*/go.mod), else whatever is on PATH. The kubeconfig is kind's: $KUBECONFIG, or
-# ~/.kube/config; every command names the context kind-$KIND_CLUSTER. `test` hands the suite
-# TRIBUTARY_E2E_KUBECONFIG if set (its current context must be the kind cluster's), else a
-# kubeconfig of the kind cluster alone, written to target/kind-e2e/kubeconfig.
+# ~/.kube/config; every command names the context kind-$KIND_CLUSTER. `test` runs the Job of
+# e2e/kind/e2e-job.yaml (the image of docker/e2e.Dockerfile), which reaches the API server
+# through its ServiceAccount, for up to E2E_TIMEOUT seconds (default 1800), and prints its log.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,14 +31,20 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KIND_VERSION="${KIND_VERSION:-v0.33.0}"
 KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.36.4@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed}"
 KIND_CLUSTER="${KIND_CLUSTER:-tributary-e2e}"
-# The names e2e/kind/brokers.yaml and e2e/kind/operator-values.yaml use.
+# The names e2e/kind/brokers.yaml, e2e/kind/operator-values.yaml and e2e/kind/e2e-job.yaml use.
 BROKER_IMAGE=tributary:e2e
 OPERATOR_IMAGE=tributary-operator:e2e
+E2E_IMAGE=tributary-e2e:e2e
 # Where the chart goes (as in docs/operator.md) and where the brokers and examples go (the
 # namespace in the example Cluster's bootstrap addresses).
 OPERATOR_NS=tributary-system
 BROKER_NS=tributary
 RELEASE=tributary
+# The e2e suite's Job and the namespace it runs and tests in (e2e/kind/e2e-job.yaml), and
+# how long `test` waits for it (the Job's own activeDeadlineSeconds is 1800 too).
+E2E_NS=tributary-e2e
+E2E_JOB=tributary-e2e
+E2E_TIMEOUT="${E2E_TIMEOUT:-1800}"
 
 log() { printf 'kind-e2e: %s\n' "$*" >&2; }
 die() {
@@ -106,9 +113,15 @@ cmd_images() {
   start=$SECONDS
   DOCKER_BUILDKIT=1 docker build -f "$repo_root/docker/operator.Dockerfile" -t "$OPERATOR_IMAGE" "$repo_root"
   log "operator image built in $((SECONDS - start))s"
+  # The e2e suite's test executables (a release build of the operator's tests, with
+  # librdkafka): most of the operator's dependencies come from the same cache mounts.
+  start=$SECONDS
+  DOCKER_BUILDKIT=1 docker build -f "$repo_root/docker/e2e.Dockerfile" -t "$E2E_IMAGE" "$repo_root"
+  log "e2e image built in $((SECONDS - start))s"
   docker image ls "${BROKER_IMAGE%%:*}"
   docker image ls "${OPERATOR_IMAGE%%:*}"
-  "$kind" load docker-image "$BROKER_IMAGE" "$OPERATOR_IMAGE" --name "$KIND_CLUSTER"
+  docker image ls "${E2E_IMAGE%%:*}"
+  "$kind" load docker-image "$BROKER_IMAGE" "$OPERATOR_IMAGE" "$E2E_IMAGE" --name "$KIND_CLUSTER"
 }
 
 cmd_deploy() {
@@ -157,35 +170,81 @@ cmd_examples() {
 }
 
 cmd_test() {
-  # The suite reaches the cluster through the e2e kit (e2e/kit) when it is given a kubeconfig
-  # in TRIBUTARY_E2E_KUBECONFIG, instead of starting its own control plane.
-  local missing="" kubeconfig context kind
-  [ -f "$repo_root/operator/tests/clusters.rs" ] || missing="operator/tests/clusters.rs does not exist"
-  if [ -z "$missing" ] && ! grep -rq TRIBUTARY_E2E_KUBECONFIG "$repo_root/e2e/kit/src"; then
-    missing="the e2e kit (e2e/kit/src) does not read TRIBUTARY_E2E_KUBECONFIG, so the suite would start its own control plane instead of using kind"
-  fi
-  if [ -n "$missing" ]; then
-    # Not a failure: the suite and the kit's switch land separately from this script.
-    log "skipping the e2e suite: $missing"
-    [ -z "${GITHUB_ACTIONS:-}" ] || echo "::warning title=kind e2e suite skipped::$missing"
-    return 0
-  fi
   use_testenv_tools
-  if [ -n "${TRIBUTARY_E2E_KUBECONFIG:-}" ]; then
-    kubeconfig="$TRIBUTARY_E2E_KUBECONFIG"
-    # The kit takes the file's current context: it must be the kind cluster.
-    context="$(kubectl --kubeconfig "$kubeconfig" config current-context)"
-    [ "$context" = "kind-$KIND_CLUSTER" ] ||
-      die "the current context of $kubeconfig is $context, not kind-$KIND_CLUSTER"
-  else
-    # A kubeconfig of the kind cluster alone, so that nothing else can be picked up.
-    kind="$(kind_bin)"
-    mkdir -p "$repo_root/target/kind-e2e"
-    kubeconfig="$repo_root/target/kind-e2e/kubeconfig"
-    "$kind" get kubeconfig --name "$KIND_CLUSTER" >"$kubeconfig"
+  local job="job/$E2E_JOB" deadline status="" conditions phase waiting stream_pid="" stream_cut="" i
+  # A Job's pod template cannot change, and a finished Job would be taken for this run's:
+  # the previous one goes first, with its pod.
+  k -n "$E2E_NS" delete "$job" --ignore-not-found --wait --cascade=foreground --timeout=120s
+  k apply -f "$repo_root/e2e/kind/e2e-job.yaml"
+  log "waiting up to ${E2E_TIMEOUT}s for $job in namespace $E2E_NS"
+  deadline=$((SECONDS + E2E_TIMEOUT))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    # The suite's output as it comes, once its container runs. (The Job's pod is deleted if
+    # the Job's activeDeadlineSeconds passes, and its log with it.)
+    if [ -z "$stream_pid" ]; then
+      phase="$(k -n "$E2E_NS" get pods -l "batch.kubernetes.io/job-name=$E2E_JOB" \
+        -o jsonpath='{.items[0].status.phase}' 2>/dev/null || true)"
+      case "$phase" in
+        Running | Succeeded | Failed)
+          k -n "$E2E_NS" logs "$job" --follow --timestamps --tail=-1 &
+          stream_pid=$!
+          ;;
+      esac
+      # A container that cannot start (the image not loaded into the node, with pull policy
+      # Never) would leave the Job waiting until its deadline.
+      waiting="$(k -n "$E2E_NS" get pods -l "batch.kubernetes.io/job-name=$E2E_JOB" \
+        -o jsonpath='{.items[0].status.containerStatuses[0].state.waiting.reason}' 2>/dev/null || true)"
+      case "$waiting" in
+        ErrImageNeverPull | ErrImagePull | ImagePullBackOff | InvalidImageName | \
+          CreateContainerConfigError | CreateContainerError)
+          status="NotStarted: $waiting"
+          break
+          ;;
+      esac
+    fi
+    # The types of the Job's true conditions: Complete, or Failed (backoffLimit 0: the pod
+    # failed; or activeDeadlineSeconds passed). SuccessCriteriaMet and FailureTarget come
+    # first, while the pod is still being stopped.
+    conditions="$(k -n "$E2E_NS" get "$job" \
+      -o jsonpath='{range .status.conditions[?(@.status=="True")]}{.type}{" "}{end}' 2>/dev/null || true)"
+    case " $conditions " in
+      *" Complete "*) status=Complete ;;
+      *" Failed "*) status=Failed ;;
+    esac
+    [ -z "$status" ] || break
+    # A stream that ended before the Job did was cut: the whole log is printed at the end.
+    if [ -n "$stream_pid" ] && ! kill -0 "$stream_pid" 2>/dev/null; then
+      stream_cut=1
+    fi
+    sleep 10
+  done
+  if [ -n "$stream_pid" ]; then
+    # The stream ends with the container; a little time for its last lines, then it stops.
+    for ((i = 0; i < 30; i++)); do
+      kill -0 "$stream_pid" 2>/dev/null || break
+      sleep 1
+    done
+    kill "$stream_pid" 2>/dev/null || true
+    wait "$stream_pid" 2>/dev/null || true
   fi
-  cd "$repo_root"
-  TRIBUTARY_E2E_KUBECONFIG="$kubeconfig" cargo nextest run --profile ci -p tributary-operator --test clusters
+  if [ -z "$stream_pid" ] || [ -n "$stream_cut" ]; then
+    log "log of $job:"
+    k -n "$E2E_NS" logs "$job" --timestamps --tail=-1 || log "no log of $job"
+  fi
+  k -n "$E2E_NS" get "$job" -o wide || true
+  k -n "$E2E_NS" get pods -o wide || true
+  case "$status" in
+    Complete) log "e2e suite passed" ;;
+    Failed)
+      die "e2e suite failed: $(k -n "$E2E_NS" get "$job" \
+        -o jsonpath='{range .status.conditions[?(@.type=="Failed")]}{.reason}: {.message}{end}' 2>/dev/null || true)"
+      ;;
+    NotStarted*)
+      k -n "$E2E_NS" describe pods -l "batch.kubernetes.io/job-name=$E2E_JOB" || true
+      die "the container of $job cannot start (${status#NotStarted: })"
+      ;;
+    *) die "$job did not finish within ${E2E_TIMEOUT}s" ;;
+  esac
 }
 
 # Best effort: every command runs whatever failed before it, and nothing here fails the step.
@@ -203,7 +262,9 @@ cmd_logs() {
   k describe pods -A >"$dir/describe-pods.txt" 2>&1 || true
   k -n "$OPERATOR_NS" describe "deployment/$RELEASE" >"$dir/describe-operator.txt" 2>&1 || true
   k -n "$BROKER_NS" describe statefulset/tributary >"$dir/describe-brokers.txt" 2>&1 || true
-  for ns in "$OPERATOR_NS" "$BROKER_NS"; do
+  k -n "$E2E_NS" get tributary,pods,statefulsets,pvc -o wide >"$dir/get-e2e.txt" 2>&1 || true
+  k -n "$E2E_NS" describe "job/$E2E_JOB" >"$dir/describe-e2e-job.txt" 2>&1 || true
+  for ns in "$OPERATOR_NS" "$BROKER_NS" "$E2E_NS"; do
     for pod in $(k -n "$ns" get pods -o name 2>/dev/null); do
       pod="${pod#pod/}"
       k -n "$ns" logs "$pod" --all-containers --timestamps >"$dir/pods/$ns.$pod.log" 2>&1 || true
@@ -242,7 +303,7 @@ case "${1:-}" in
     cmd_test
     ;;
   *)
-    sed -n '2,21p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,22p' "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac

@@ -50,6 +50,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tributary_admin::Admin;
 use tributary_e2e_kit::{broker_binary, PodRunner, RunnerOptions};
+use tributary_operator::controller::cluster::pod_is_ready;
 use tributary_operator::crd::cluster::{Cluster, ClusterSpec};
 use tributary_operator::crd::condition::find;
 use tributary_operator::crd::topic::Topic;
@@ -433,7 +434,7 @@ async fn roll(
             if leaving {
                 going.entry(name.clone()).or_insert(at);
             }
-            if new && pod.is_some_and(is_ready) {
+            if new && pod.is_some_and(pod_is_ready) {
                 back.entry(name).or_insert(at);
             }
         }
@@ -445,7 +446,7 @@ async fn roll(
             started.elapsed() < WAIT,
             "the roll did not finish within {WAIT:?}: pods {:?} (before {before:?}), status {:?}",
             list.iter()
-                .map(|p| (p.name_any(), p.uid(), is_ready(p)))
+                .map(|p| (p.name_any(), p.uid(), pod_is_ready(p)))
                 .collect::<Vec<_>>(),
             cluster.status
         );
@@ -598,7 +599,7 @@ async fn disrupt(
     loop {
         load.tend(runner, bootstrap).await?;
         let back = pods.get_opt(&name).await?.is_some_and(|p| {
-            is_ready(&p)
+            pod_is_ready(&p)
                 && match kind {
                     Disruption::Delete => p.uid() != uid,
                     Disruption::Kill => restart_count(&p) > restarts,
@@ -970,15 +971,6 @@ fn pod_name(broker: i32) -> String {
     format!("{CLUSTER}-{broker}")
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 fn restart_count(pod: &Pod) -> i32 {
     pod.status
         .as_ref()
@@ -998,7 +990,7 @@ async fn ready_pods(pods: &Api<Pod>) -> Result<BTreeSet<String>> {
         .await?
         .items
         .iter()
-        .filter(|p| is_ready(p))
+        .filter(|p| pod_is_ready(p))
         .map(|p| p.name_any())
         .collect())
 }

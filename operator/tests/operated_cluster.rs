@@ -4,8 +4,12 @@
 //! The operator is started inside the runner's DNS view, as it would run inside the
 //! cluster, so it finds the brokers through `status.bootstrapServers` with no override.
 //! Then a broker setting changes, and the operator restarts the brokers one at a time while
-//! an acks=all producer writes and a consumer group reads; then the Cluster grows to 5 brokers, which get replicas,
-//! and shrinks back to 3, whose leaving brokers are drained first.
+//! an acks=all producer writes and a consumer group reads; then the Cluster grows to 5
+//! brokers, which get replicas, and shrinks back to 3, whose leaving brokers are drained
+//! first.
+//!
+//! With `TRIBUTARY_E2E_KUBECONFIG` set, the same runs on that cluster, with its operator and
+//! its kubelets (`common::Platform`; on kind, from a Job: `scripts/kind-e2e.sh test`).
 
 mod common;
 
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _, Result};
 use common::{
     client_config, ensure_all, ensure_exactly, operated, produce, read_back, topic, wait_for,
-    wait_ready, wait_until, Bed, Writer, NS,
+    wait_ready, wait_until, Platform, Writer,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -28,7 +32,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
-use tributary_e2e_kit::PodRunner;
+use tributary_operator::controller::cluster::pod_is_ready;
 use tributary_operator::crd::cluster::{Cluster, ClusterSpec};
 use tributary_operator::crd::condition::find;
 use tributary_operator::crd::topic::Topic;
@@ -44,18 +48,20 @@ async fn a_managed_cluster_runs_brokers_that_clients_and_topics_use() -> Result<
     operated(CLUSTER, "operated", scenario).await
 }
 
-async fn scenario(bed: &Bed, runner: &PodRunner) -> Result<()> {
-    bed.managed_cluster(CLUSTER, ClusterSpec::managed(3), &[])
-        .await?;
+async fn scenario(p: &Platform) -> Result<()> {
+    p.managed_cluster(CLUSTER, ClusterSpec::managed(3)).await?;
 
-    let clusters: Api<Cluster> = Api::namespaced(bed.client.clone(), NS);
+    let clusters: Api<Cluster> = p.api();
     let ready = wait_ready(&clusters, CLUSTER, WAIT).await?;
     let status = ready.status.context("status")?;
     let bootstrap = status
         .bootstrap_servers
         .clone()
         .context("bootstrapServers")?;
-    assert_eq!(bootstrap, format!("{CLUSTER}-bootstrap.{NS}.svc:9092"));
+    assert_eq!(
+        bootstrap,
+        format!("{CLUSTER}-bootstrap.{}.svc:9092", p.namespace())
+    );
     assert_eq!(status.ready_brokers, Some(3), "{status:?}");
     assert!(
         status.controller_id.is_some_and(|c| (0..3).contains(&c)),
@@ -63,7 +69,7 @@ async fn scenario(bed: &Bed, runner: &PodRunner) -> Result<()> {
     );
 
     // A Topic on the operated Cluster becomes a topic on its brokers.
-    let topics: Api<Topic> = Api::namespaced(bed.client.clone(), NS);
+    let topics: Api<Topic> = p.api();
     topics
         .create(
             &PostParams::default(),
@@ -73,7 +79,7 @@ async fn scenario(bed: &Bed, runner: &PodRunner) -> Result<()> {
     wait_ready(&topics, TOPIC, WAIT).await?;
 
     // Produce with acks=all and read everything back, through the bootstrap Service.
-    let producer: FutureProducer = runner.with_cluster_dns(|| {
+    let producer: FutureProducer = p.in_cluster(|| {
         client_config(
             &bootstrap,
             &[("acks", "all"), ("enable.idempotence", "true")],
@@ -81,7 +87,7 @@ async fn scenario(bed: &Bed, runner: &PodRunner) -> Result<()> {
         .create()
     })??;
     produce(&producer, TOPIC, 0..MESSAGES).await?;
-    let consumer: StreamConsumer = runner.with_cluster_dns(|| {
+    let consumer: StreamConsumer = p.in_cluster(|| {
         client_config(
             &bootstrap,
             &[("group.id", "operated"), ("enable.auto.commit", "false")],
@@ -92,13 +98,14 @@ async fn scenario(bed: &Bed, runner: &PodRunner) -> Result<()> {
     ensure_all(&seen, MESSAGES, "before the roll")?;
     drop(consumer);
 
-    let written = roll_under_load(bed, runner, &producer, &bootstrap, MESSAGES).await?;
-    scale_out_and_in(bed, runner, &producer, &bootstrap, written).await
+    let written = roll_under_load(p, &producer, &bootstrap, MESSAGES).await?;
+    scale_out_and_in(p, &producer, &bootstrap, written).await
 }
 
-/// Which brokers hold replicas of `TOPIC`, and whether every partition's ISR is full, as
-/// the brokers' Metadata says.
-fn placement(producer: &FutureProducer) -> Result<(BTreeSet<i32>, bool)> {
+/// Which brokers hold replicas of `TOPIC`, whether every partition's ISR is full, and
+/// which brokers Metadata lists (every registered one, fenced ones included), as the brokers'
+/// Metadata says.
+fn placement(producer: &FutureProducer) -> Result<(BTreeSet<i32>, bool, BTreeSet<i32>)> {
     use rdkafka::producer::Producer;
     let metadata = producer
         .client()
@@ -110,20 +117,21 @@ fn placement(producer: &FutureProducer) -> Result<(BTreeSet<i32>, bool)> {
         holders.extend(p.replicas().iter().copied());
         in_sync &= p.isr().len() == p.replicas().len();
     }
-    Ok((holders, in_sync))
+    let listed = metadata.brokers().iter().map(|b| b.id()).collect();
+    Ok((holders, in_sync, listed))
 }
 
 /// 3 -> 5 brokers: the new ones get replicas; 5 -> 3: the two leaving are drained before
-/// their pods go, and every one of the `written` messages is still there.
+/// their pods go, then unregistered, so Metadata lists the three left; and every one of the
+/// `written` messages is still there.
 async fn scale_out_and_in(
-    bed: &Bed,
-    runner: &PodRunner,
+    p: &Platform,
     producer: &FutureProducer,
     bootstrap: &str,
     written: usize,
 ) -> Result<()> {
-    let clusters: Api<Cluster> = Api::namespaced(bed.client.clone(), NS);
-    let stateful_sets: Api<StatefulSet> = Api::namespaced(bed.client.clone(), NS);
+    let clusters: Api<Cluster> = p.api();
+    let stateful_sets: Api<StatefulSet> = p.api();
     let scaling_settled = |c: &Cluster| {
         c.status
             .as_ref()
@@ -147,12 +155,13 @@ async fn scale_out_and_in(
             || async {
                 let c = clusters.get_opt(CLUSTER).await.ok()??;
                 let s = stateful_sets.get_opt(CLUSTER).await.ok()??;
-                let (holders, in_sync) = placement(producer).ok()?;
+                let (holders, in_sync, listed) = placement(producer).ok()?;
                 (c.status.as_ref()?.ready_brokers == Some(brokers)
                     && scaling_settled(&c)
                     && s.spec?.replicas == Some(brokers)
                     && holders == want
-                    && in_sync)
+                    && in_sync
+                    && listed == want)
                     .then_some(())
             },
             || async {
@@ -173,7 +182,7 @@ async fn scale_out_and_in(
     }
 
     // Nothing was lost on the way: every message written so far is still there.
-    let consumer: StreamConsumer = runner.with_cluster_dns(|| {
+    let consumer: StreamConsumer = p.in_cluster(|| {
         client_config(
             bootstrap,
             &[
@@ -222,13 +231,12 @@ fn is_cut_connection(error: &str) -> bool {
 /// over and over, and every acknowledged message is read back. Returns how many messages
 /// the topic holds after it.
 async fn roll_under_load(
-    bed: &Bed,
-    runner: &PodRunner,
+    p: &Platform,
     producer: &FutureProducer,
     bootstrap: &str,
     written: usize,
 ) -> Result<usize> {
-    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), NS);
+    let pods: Api<Pod> = p.api();
     let uids = |list: &[Pod]| -> BTreeMap<String, String> {
         list.iter()
             .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
@@ -244,7 +252,7 @@ async fn roll_under_load(
     ensure!(before.len() == 3, "pods before the roll: {before:?}");
 
     // A consumer group member reading through the roll, committing as it goes.
-    let group: Arc<StreamConsumer<GroupWatch>> = Arc::new(runner.with_cluster_dns(|| {
+    let group: Arc<StreamConsumer<GroupWatch>> = Arc::new(p.in_cluster(|| {
         client_config(
             bootstrap,
             &[
@@ -285,7 +293,7 @@ async fn roll_under_load(
     // Keep writing through the roll, from another task.
     let writer = Writer::start(producer, TOPIC, None, written);
 
-    let clusters: Api<Cluster> = Api::namespaced(bed.client.clone(), NS);
+    let clusters: Api<Cluster> = p.api();
     clusters
         .patch(
             CLUSTER,
@@ -303,18 +311,7 @@ async fn roll_under_load(
             .list(&ListParams::default().labels(&selector))
             .await?
             .items;
-        let ready = list
-            .iter()
-            .filter(|p| {
-                p.metadata.deletion_timestamp.is_none()
-                    && p.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|cs| {
-                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                        })
-            })
-            .count();
+        let ready = list.iter().filter(|pod| pod_is_ready(pod)).count();
         most_down = most_down.max(3usize.saturating_sub(ready));
         let now = uids(&list);
         let all_new = now.len() == 3 && now.iter().all(|(name, uid)| before.get(name) != Some(uid));
@@ -338,9 +335,11 @@ async fn roll_under_load(
         most_down <= 1,
         "{most_down} brokers were down at once during the roll"
     );
+    // Where the test sees how the brokers' processes ended (here), each stopped with 0.
     let exits: Vec<_> = ["main-0", "main-1", "main-2"]
         .iter()
-        .flat_map(|pod| runner.exits(pod))
+        .filter_map(|pod| p.exits(pod))
+        .flatten()
         .collect();
     ensure!(
         exits.iter().all(|e| e.exit_code == 0),
@@ -388,7 +387,7 @@ async fn roll_under_load(
     );
 
     // A new consumer reads every acknowledged message.
-    let consumer: StreamConsumer = runner.with_cluster_dns(|| {
+    let consumer: StreamConsumer = p.in_cluster(|| {
         client_config(
             bootstrap,
             &[("group.id", "after-roll"), ("enable.auto.commit", "false")],

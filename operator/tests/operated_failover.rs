@@ -3,7 +3,10 @@
 //! runner's DNS view): the pod leading a partition is deleted, then the process of the next
 //! leader is SIGKILLed, while an acks=all producer writes, and no acknowledged message is
 //! lost; a ConsumerGroup resource follows a group of the operated Cluster and resets it.
-//! And a scale-down the topics cannot survive is refused, with the reason in the status.
+//!
+//! With `TRIBUTARY_E2E_KUBECONFIG` set, the same runs on that cluster, with its operator and
+//! its kubelets (`common::Platform`); there the broker is not SIGKILLed but its pod deleted
+//! with a 1 s grace period.
 
 mod common;
 
@@ -11,65 +14,23 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use common::{
-    client_config, ensure_exactly, operated, produce, topic, wait_condition, wait_ready,
-    wait_until, Bed, Writer, NS,
+    client_config, cluster_with_topic, ensure_exactly, leader_and_in_sync, operated, wait_until,
+    Platform, Writer,
 };
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
-use tributary_e2e_kit::PodRunner;
-use tributary_operator::crd::cluster::{Cluster, ClusterSpec};
+use tributary_operator::controller::cluster::pod_is_ready;
+use tributary_operator::crd::cluster::ClusterSpec;
 use tributary_operator::crd::consumer_group::ConsumerGroup;
-use tributary_operator::crd::topic::Topic;
 
 const WAIT: Duration = Duration::from_secs(120);
-const CLUSTER: &str = "main";
+const CLUSTER: &str = "failover";
 const TOPIC: &str = "payments";
 const PARTITIONS: i32 = 3;
-
-/// Creates `CLUSTER` from `spec` and a Topic `TOPIC` with replication factor 3 on it; waits
-/// for both to be Ready and returns the bootstrap address.
-async fn cluster_with_topic(bed: &Bed, spec: ClusterSpec) -> Result<String> {
-    bed.managed_cluster(CLUSTER, spec, &[]).await?;
-    let clusters: Api<Cluster> = Api::namespaced(bed.client.clone(), NS);
-    let cluster = wait_ready(&clusters, CLUSTER, WAIT).await?;
-    let topics: Api<Topic> = Api::namespaced(bed.client.clone(), NS);
-    topics
-        .create(
-            &PostParams::default(),
-            &topic(TOPIC, CLUSTER, PARTITIONS, 3),
-        )
-        .await?;
-    wait_ready(&topics, TOPIC, WAIT).await?;
-    cluster
-        .status
-        .and_then(|s| s.bootstrap_servers)
-        .context("status.bootstrapServers")
-}
-
-/// The leader of `TOPIC`'s `partition`, and whether every partition's ISR is full, as the
-/// brokers' Metadata says.
-fn leader_and_in_sync(producer: &FutureProducer, partition: i32) -> Result<(i32, bool)> {
-    let metadata = producer
-        .client()
-        .fetch_metadata(Some(TOPIC), Duration::from_secs(10))?;
-    let topic = metadata.topics().first().context("no topic in Metadata")?;
-    let leader = topic
-        .partitions()
-        .iter()
-        .find(|p| p.id() == partition)
-        .context("no such partition")?
-        .leader();
-    let in_sync = topic
-        .partitions()
-        .iter()
-        .all(|p| p.leader() >= 0 && p.isr().len() == p.replicas().len());
-    Ok((leader, in_sync))
-}
 
 /// Waits until pod `name` is a different pod than `uid` (when given) or has restarted its
 /// container more than `restarts` times, is Ready, and every ISR is full again.
@@ -87,12 +48,6 @@ async fn wait_back(
             .map(|cs| cs.iter().map(|c| c.restart_count).sum())
             .unwrap_or(0)
     };
-    let ready = |p: &Pod| {
-        p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    };
     wait_until(
         &format!("{name} back, Ready, and every ISR full"),
         WAIT,
@@ -102,9 +57,8 @@ async fn wait_back(
                 Some(uid) => pod.uid().as_deref() != Some(uid),
                 None => restarts_of(&pod) > restarts,
             };
-            let (_, in_sync) = leader_and_in_sync(producer, 0).ok()?;
-            (replaced && ready(&pod) && pod.metadata.deletion_timestamp.is_none() && in_sync)
-                .then_some(())
+            let (_, in_sync) = leader_and_in_sync(producer, TOPIC, 0).ok()?;
+            (replaced && pod_is_ready(&pod) && in_sync).then_some(())
         },
         || async {
             format!(
@@ -112,9 +66,9 @@ async fn wait_back(
                 pods.get_opt(name).await.ok().flatten().map(|p| (
                     p.uid(),
                     restarts_of(&p),
-                    ready(&p)
+                    pod_is_ready(&p)
                 )),
-                leader_and_in_sync(producer, 0).ok()
+                leader_and_in_sync(producer, TOPIC, 0).ok()
             )
         },
     )
@@ -126,22 +80,29 @@ async fn a_partition_leader_deleted_or_killed_loses_no_acknowledged_write() -> R
     operated(CLUSTER, "failover", failover).await
 }
 
-async fn failover(bed: &Bed, runner: &PodRunner) -> Result<()> {
-    let bootstrap = cluster_with_topic(bed, ClusterSpec::managed(3)).await?;
-    let producer: FutureProducer = runner.with_cluster_dns(|| {
+async fn failover(p: &Platform) -> Result<()> {
+    let bootstrap = cluster_with_topic(
+        p,
+        CLUSTER,
+        ClusterSpec::managed(3),
+        (TOPIC, PARTITIONS),
+        WAIT,
+    )
+    .await?;
+    let producer: FutureProducer = p.in_cluster(|| {
         client_config(
             &bootstrap,
             &[("acks", "all"), ("enable.idempotence", "true")],
         )
         .create()
     })??;
-    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), NS);
+    let pods: Api<Pod> = p.api();
     let mut writer = Writer::start(&producer, TOPIC, None, 0);
     writer.wait_acked(0, 200, WAIT).await?;
 
     // The pod leading partition 0 is deleted: its broker gets SIGTERM, hands its
     // leaderships over, and the StatefulSet re-creates the pod on the same volume.
-    let (leader, _) = leader_and_in_sync(&producer, 0)?;
+    let (leader, _) = leader_and_in_sync(&producer, TOPIC, 0)?;
     let name = format!("{CLUSTER}-{leader}");
     let uid = pods.get(&name).await?.uid().context("uid")?;
     let before = writer.acked();
@@ -153,14 +114,15 @@ async fn failover(bed: &Bed, runner: &PodRunner) -> Result<()> {
         writer.acked() - before
     );
 
-    // The process of the pod leading partition 0 now is SIGKILLed: no controlled shutdown;
-    // the runner restarts the container, as a kubelet would.
-    let (leader, _) = leader_and_in_sync(&producer, 0)?;
+    // The broker of the pod leading partition 0 now is killed: SIGKILL, no controlled
+    // shutdown, and the runner restarts the container as a kubelet would (on an existing
+    // cluster: the pod deleted with a 1 s grace period, see `Platform::kill_broker`).
+    let (leader, _) = leader_and_in_sync(&producer, TOPIC, 0)?;
     let name = format!("{CLUSTER}-{leader}");
     let before = writer.acked();
-    runner.kill(&name)?;
+    let replaced = p.kill_broker(&name).await?;
     writer.wait_acked(before, 200, WAIT).await?;
-    wait_back(&pods, &producer, &name, None, 0).await?;
+    wait_back(&pods, &producer, &name, replaced.as_deref(), 0).await?;
     eprintln!(
         "killed {name}'s broker (leader of partition 0): {} acknowledged meanwhile",
         writer.acked() - before
@@ -170,7 +132,7 @@ async fn failover(bed: &Bed, runner: &PodRunner) -> Result<()> {
     let written = writer.stop().await?;
 
     // Every acknowledged message is there, each once (the producer is idempotent).
-    let consumer: StreamConsumer = runner.with_cluster_dns(|| {
+    let consumer: StreamConsumer = p.in_cluster(|| {
         client_config(
             &bootstrap,
             &[("group.id", "check"), ("enable.auto.commit", "false")],
@@ -187,20 +149,15 @@ async fn failover(bed: &Bed, runner: &PodRunner) -> Result<()> {
     .await?;
     drop(consumer);
 
-    consumer_group_flow(bed, runner, &bootstrap, written.acked).await
+    consumer_group_flow(p, &bootstrap, written.acked).await
 }
 
 /// Part 1's ConsumerGroup flow on the operated Cluster: the status shows a group's members
 /// and its real lag; a reset to the earliest offsets waits for the group to be empty, then
 /// is applied, once.
-async fn consumer_group_flow(
-    bed: &Bed,
-    runner: &PodRunner,
-    bootstrap: &str,
-    messages: usize,
-) -> Result<()> {
+async fn consumer_group_flow(p: &Platform, bootstrap: &str, messages: usize) -> Result<()> {
     const GROUP: &str = "billing";
-    let groups: Api<ConsumerGroup> = Api::namespaced(bed.client.clone(), NS);
+    let groups: Api<ConsumerGroup> = p.api();
     groups
         .create(
             &PostParams::default(),
@@ -214,7 +171,7 @@ async fn consumer_group_flow(
         .await?;
 
     // A member reads half of every partition and commits.
-    let member: BaseConsumer = runner.with_cluster_dns(|| {
+    let member: BaseConsumer = p.in_cluster(|| {
         client_config(
             bootstrap,
             &[
@@ -322,97 +279,4 @@ async fn consumer_group_flow(
         reset.offsets
     );
     Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scale_down_below_the_replication_factor_is_refused_in_status() -> Result<()> {
-    operated(CLUSTER, "refusal", refused_scale_down).await
-}
-
-async fn refused_scale_down(bed: &Bed, runner: &PodRunner) -> Result<()> {
-    // One voter, so that the brokers may go down to one as far as the quorum goes.
-    let spec = ClusterSpec {
-        voters: Some(1),
-        ..ClusterSpec::managed(3)
-    };
-    let bootstrap = cluster_with_topic(bed, spec).await?;
-    let producer: FutureProducer =
-        runner.with_cluster_dns(|| client_config(&bootstrap, &[("acks", "all")]).create())??;
-    produce(&producer, TOPIC, 0..100).await?;
-
-    let clusters: Api<Cluster> = Api::namespaced(bed.client.clone(), NS);
-    clusters
-        .patch(
-            CLUSTER,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"brokers": 1}})),
-        )
-        .await?;
-    let refused = wait_condition(
-        &clusters,
-        CLUSTER,
-        ("Scaling", "False", Some("ReplicationFactorTooHigh")),
-        WAIT,
-    )
-    .await?;
-    let scaling = refused
-        .status
-        .as_ref()
-        .and_then(|s| tributary_operator::crd::condition::find(&s.conditions, "Scaling"))
-        .context("Scaling condition")?;
-    ensure!(
-        scaling.message.contains(TOPIC) && scaling.message.contains("3 replicas"),
-        "the refusal does not say why: {}",
-        scaling.message
-    );
-    // Nothing was removed: three pods, three brokers, every message readable.
-    let stateful_sets: Api<StatefulSet> = Api::namespaced(bed.client.clone(), NS);
-    let replicas = stateful_sets
-        .get(CLUSTER)
-        .await?
-        .spec
-        .and_then(|s| s.replicas);
-    ensure!(
-        replicas == Some(3),
-        "the StatefulSet has {replicas:?} replicas"
-    );
-    let status = refused.status.context("status")?;
-    ensure!(
-        status.ready_brokers == Some(3),
-        "ready brokers {:?}",
-        status.ready_brokers
-    );
-    let (_, in_sync) = leader_and_in_sync(&producer, 0)?;
-    ensure!(in_sync, "a partition lost replicas after the refusal");
-
-    // Back to 3: the refusal is gone.
-    clusters
-        .patch(
-            CLUSTER,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"brokers": 3}})),
-        )
-        .await?;
-    wait_condition(
-        &clusters,
-        CLUSTER,
-        ("Scaling", "False", Some("BrokersMatchSpec")),
-        WAIT,
-    )
-    .await?;
-    let consumer: StreamConsumer = runner.with_cluster_dns(|| {
-        client_config(
-            &bootstrap,
-            &[("group.id", "check"), ("enable.auto.commit", "false")],
-        )
-        .create()
-    })??;
-    ensure_exactly(
-        &consumer,
-        TOPIC,
-        PARTITIONS,
-        100,
-        "after the refused scale-down",
-    )
-    .await
 }

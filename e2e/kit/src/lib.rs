@@ -20,6 +20,10 @@
 //! `TestEnv` stops the control plane and removes its directory when dropped. A test process
 //! that is killed before that leaves nothing behind either: the script's watcher, started
 //! with `--watch-pid` of this process, runs `down` when the process is gone.
+//!
+//! - [`ExistingCluster`]: instead of all that, a cluster that runs already (kind in the
+//!   GitHub workflow, with the operator installed by the chart), named by
+//!   [`KUBECONFIG_ENV`]. The operator's e2e suite runs against it unchanged.
 
 pub mod pod_runner;
 
@@ -34,6 +38,64 @@ use anyhow::{bail, Context, Result};
 /// Setting this environment variable (to anything) keeps the test bed's directory, with its
 /// logs, after the test: `down --keep`.
 pub const KEEP_ENV: &str = "TRIBUTARY_TESTENV_KEEP";
+
+/// The kubeconfig of an existing cluster to run the e2e suite against instead of starting a
+/// control plane: a path, or `in-cluster` for the ServiceAccount of the pod the suite runs
+/// in. Kafka clients reach the brokers by their pod DNS names, so on a real cluster the suite
+/// runs inside it (`e2e/kind/e2e-job.yaml`).
+pub const KUBECONFIG_ENV: &str = "TRIBUTARY_E2E_KUBECONFIG";
+/// With [`KUBECONFIG_ENV`]: the namespace the tests work in, created if missing; default
+/// `tributary-e2e`. Each test names its resources apart from the others'.
+pub const NAMESPACE_ENV: &str = "TRIBUTARY_E2E_NAMESPACE";
+/// With [`KUBECONFIG_ENV`]: the broker image the tests' Clusters run (pulled `Never`: an
+/// image loaded into the nodes, as `kind load` does); default: the operator's default.
+pub const BROKER_IMAGE_ENV: &str = "TRIBUTARY_E2E_BROKER_IMAGE";
+
+/// A cluster that runs already, with the operator installed, as [`KUBECONFIG_ENV`] names it.
+#[derive(Clone)]
+pub struct ExistingCluster {
+    pub client: kube::Client,
+    /// The tests' namespace ([`NAMESPACE_ENV`]).
+    pub namespace: String,
+    /// The broker image for the tests' Clusters ([`BROKER_IMAGE_ENV`]).
+    pub broker_image: Option<String>,
+}
+
+impl ExistingCluster {
+    /// The cluster [`KUBECONFIG_ENV`] names, or `None` when it is not set.
+    pub async fn from_env() -> Result<Option<ExistingCluster>> {
+        let Some(source) = std::env::var_os(KUBECONFIG_ENV).filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        let config = if source == "in-cluster" {
+            kube::Config::incluster().context("the pod's in-cluster configuration")?
+        } else {
+            let path = PathBuf::from(&source);
+            let kubeconfig = kube::config::Kubeconfig::read_from(&path)
+                .with_context(|| format!("reading {} ({KUBECONFIG_ENV})", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        };
+        let non_empty = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Ok(Some(ExistingCluster {
+            client: kube::Client::try_from(config)?,
+            namespace: non_empty(NAMESPACE_ENV).unwrap_or_else(|| "tributary-e2e".into()),
+            broker_image: non_empty(BROKER_IMAGE_ENV),
+        }))
+    }
+
+    /// Creates the tests' namespace unless it exists.
+    pub async fn ensure_namespace(&self) -> Result<()> {
+        use k8s_openapi::api::core::v1::Namespace;
+        let namespaces: kube::Api<Namespace> = kube::Api::all(self.client.clone());
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some(self.namespace.clone());
+        match namespaces.create(&Default::default(), &namespace).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("creating namespace {}", self.namespace)),
+        }
+    }
+}
 
 /// A running control plane, stopped when dropped.
 pub struct TestEnv {

@@ -301,6 +301,7 @@ async fn observe(
             .filter(|b| !b.fenced)
             .map(|b| b.id)
             .collect(),
+        registered_brokers: described.brokers.iter().map(|b| b.id).collect(),
         topics: topics
             .into_iter()
             .map(|t| {
@@ -359,6 +360,22 @@ async fn scale(
             }
         }
     }
+    if let ScaleStep::Unregister(ids) = &plan.step {
+        // A broker still heartbeating (its pod still stopping) is refused; the next pass
+        // tries again.
+        let admin = ctx.admin(bootstrap).await?;
+        for id in ids {
+            match admin.unregister_broker(*id).await {
+                Ok(()) => tracing::info!(
+                    namespace = %m.namespace,
+                    cluster = %m.name,
+                    broker = id,
+                    "unregistered a removed broker"
+                ),
+                Err(e) => tracing::debug!(broker = id, error = %e, "not unregistered yet"),
+            }
+        }
+    }
     if plan.statefulset_replicas != replicas {
         tracing::info!(
             namespace = %m.namespace,
@@ -402,6 +419,12 @@ fn scaling_condition(step: &ScaleStep) -> Condition {
             true,
             "MovingReplicas",
             format!("{n} partition reassignments are copying data"),
+        ),
+        ScaleStep::Unregister(ids) => Condition::new(
+            "Scaling",
+            true,
+            "UnregisteringBrokers",
+            format!("removing brokers {ids:?} from the cluster's metadata"),
         ),
         ScaleStep::Refused { reason, message } => {
             Condition::new("Scaling", false, reason, message.clone())
@@ -535,19 +558,24 @@ where
         .await?)
 }
 
-/// The ids (ordinals) of the broker pods whose `Ready` condition is true, in order. Pods
+/// Whether `pod` is ready and staying: its `Ready` condition is true and it is not being
+/// deleted.
+pub fn pod_is_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The ids (ordinals) of the broker pods that are ready ([`pod_is_ready`]), in order. Pods
 /// beyond `brokers` (being removed by a scale-down) do not count.
 pub fn ready_broker_ids(m: &ManagedCluster, pods: &[Pod]) -> Vec<i32> {
     let prefix = format!("{}-", m.stateful_set_name());
     let mut ids: Vec<i32> = pods
         .iter()
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-        .filter(|pod| {
-            pod.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
+        .filter(|pod| pod_is_ready(pod))
         .filter_map(|pod| {
             pod.metadata
                 .name

@@ -30,6 +30,8 @@ use super::topic::ObservedPartition;
 pub struct ObservedCluster {
     /// The registered, unfenced brokers.
     pub live_brokers: BTreeSet<i32>,
+    /// Every registered broker, fenced ones included.
+    pub registered_brokers: BTreeSet<i32>,
     /// Every partition of every topic (internal ones included), by topic name.
     pub topics: BTreeMap<String, Vec<ObservedPartition>>,
     /// Partitions with a reassignment under way.
@@ -81,6 +83,9 @@ pub enum ScaleStep {
     Reassign(Vec<Move>),
     /// Reassignments are still copying data.
     AwaitReassignments(usize),
+    /// The StatefulSet shrinks (or has shrunk); these brokers beyond it are registered and are
+    /// unregistered (UnregisterBroker) once fenced, so Metadata stops listing them.
+    Unregister(Vec<i32>),
     /// The spec cannot be carried out; the StatefulSet stays as it is.
     Refused {
         reason: &'static str,
@@ -145,10 +150,21 @@ pub fn plan_scale(
         if !moves.is_empty() {
             return stay(ScaleStep::Reassign(moves));
         }
-        // Nothing left on the brokers to remove: the StatefulSet may shrink.
+        // Nothing left on the brokers to remove: the StatefulSet may shrink; the scaling is
+        // done once they are unregistered too.
+        let leaving: Vec<i32> = observed
+            .registered_brokers
+            .iter()
+            .copied()
+            .filter(|b| *b >= desired)
+            .collect();
         return ScalePlan {
             statefulset_replicas: desired,
-            step: ScaleStep::Settled,
+            step: if leaving.is_empty() {
+                ScaleStep::Settled
+            } else {
+                ScaleStep::Unregister(leaving)
+            },
         };
     }
     let grown = ScalePlan {
@@ -167,7 +183,21 @@ pub fn plan_scale(
     }
     let moves = balance_moves(observed, &all);
     if moves.is_empty() {
-        grown
+        // Brokers of a finished scale-down (or of pods removed by hand) left registered.
+        let gone: Vec<i32> = observed
+            .registered_brokers
+            .iter()
+            .copied()
+            .filter(|b| *b >= desired)
+            .collect();
+        if gone.is_empty() {
+            grown
+        } else {
+            ScalePlan {
+                step: ScaleStep::Unregister(gone),
+                ..grown
+            }
+        }
     } else {
         ScalePlan {
             step: ScaleStep::Reassign(moves),
@@ -380,6 +410,7 @@ mod tests {
     fn cluster(live: &[i32], topics: &[(&str, Vec<ObservedPartition>)]) -> ObservedCluster {
         ObservedCluster {
             live_brokers: live.iter().copied().collect(),
+            registered_brokers: live.iter().copied().collect(),
             topics: topics
                 .iter()
                 .map(|(t, ps)| (t.to_string(), ps.clone()))
@@ -526,13 +557,26 @@ mod tests {
             assert_eq!(distinct.len(), 3, "duplicate replica in {m:?}");
         }
         apply(&mut observed, &moves);
+        // Drained: the StatefulSet shrinks, and brokers 3 and 4 are to be unregistered.
         assert_eq!(
             plan_scale(3, 5, 3, &observed),
             ScalePlan {
                 statefulset_replicas: 3,
-                step: ScaleStep::Settled
+                step: ScaleStep::Unregister(vec![3, 4])
             }
         );
+        // Shrunk: brokers 3 and 4 stay registered (fenced once their pods are gone) until
+        // unregistered; then the scaling is settled.
+        observed.live_brokers = (0..3).collect();
+        assert_eq!(
+            plan_scale(3, 3, 3, &observed),
+            ScalePlan {
+                statefulset_replicas: 3,
+                step: ScaleStep::Unregister(vec![3, 4])
+            }
+        );
+        observed.registered_brokers = (0..3).collect();
+        assert_eq!(plan_scale(3, 3, 3, &observed).step, ScaleStep::Settled);
     }
 
     #[test]

@@ -550,27 +550,284 @@ pub async fn ensure_exactly(
     ensure_all(&seen, count, when)
 }
 
-/// Runs `test` with a test bed, a pod runner for the pods of Cluster `cluster` and the
-/// operator (as `identity`) started inside the runner's DNS view, as it would run in the
-/// cluster; prints the brokers' logs when the test fails.
+/// Where an operated test runs: here, on a test bed with the pod runner and the operator as
+/// a process; or on a cluster that runs already, with its own operator (kind, in the GitHub
+/// workflow), when [`tributary_e2e_kit::KUBECONFIG_ENV`] names one.
+pub enum Platform {
+    Here {
+        bed: Bed,
+        runner: tributary_e2e_kit::PodRunner,
+        _operator: Operator,
+    },
+    Existing(tributary_e2e_kit::ExistingCluster),
+}
+
+impl Platform {
+    /// A client of the API server, as the admin (here) or the suite's ServiceAccount.
+    pub fn client(&self) -> Client {
+        match self {
+            Platform::Here { bed, .. } => bed.client.clone(),
+            Platform::Existing(cluster) => cluster.client.clone(),
+        }
+    }
+
+    /// The namespace the test works in.
+    pub fn namespace(&self) -> &str {
+        match self {
+            Platform::Here { .. } => NS,
+            Platform::Existing(cluster) => &cluster.namespace,
+        }
+    }
+
+    /// The API of `K` in the test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client(), self.namespace())
+    }
+
+    /// Creates a managed `Cluster` named `name` from `spec`. On an existing cluster it runs
+    /// the broker image [`tributary_e2e_kit::BROKER_IMAGE_ENV`] names, loaded into the
+    /// nodes, with requests small enough for a CI runner.
+    pub async fn managed_cluster(&self, name: &str, mut spec: ClusterSpec) -> Result<Cluster> {
+        if let Platform::Existing(cluster) = self {
+            if let Some(image) = &cluster.broker_image {
+                spec.image = Some(image.clone());
+                spec.image_pull_policy =
+                    Some(tributary_operator::crd::cluster::ImagePullPolicy::Never);
+            }
+            if spec.resources.is_none() {
+                spec.resources = Some(serde_json::from_value(serde_json::json!({
+                    "requests": {"cpu": "100m", "memory": "256Mi"},
+                    "limits": {"memory": "1Gi"},
+                }))?);
+            }
+        }
+        Ok(self
+            .api::<Cluster>()
+            .create(&PostParams::default(), &Cluster::new(name, spec))
+            .await?)
+    }
+
+    /// Runs `f`, which creates Kafka clients, where they resolve the brokers' names as a pod
+    /// does: in the runner's DNS view here; as it is on an existing cluster, where the suite
+    /// runs in a pod.
+    pub fn in_cluster<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        match self {
+            Platform::Here { runner, .. } => runner.with_cluster_dns(f),
+            Platform::Existing(_) => Ok(f()),
+        }
+    }
+
+    /// Stops pod `pod`'s broker with no controlled shutdown and returns the pod's uid when
+    /// the pod is replaced rather than its container restarted. Here: SIGKILL of the
+    /// process, and the runner restarts the container as a kubelet would. On an existing
+    /// cluster, where nothing outside the kubelet can signal a container: the pod is
+    /// deleted with a grace period of 1 s, so the kubelet kills the broker whether or not
+    /// its controlled shutdown is done, and the StatefulSet re-creates the pod.
+    pub async fn kill_broker(&self, pod: &str) -> Result<Option<String>> {
+        match self {
+            Platform::Here { runner, .. } => runner.kill(pod).map(|()| None),
+            Platform::Existing(_) => {
+                let pods = self.api::<k8s_openapi::api::core::v1::Pod>();
+                let uid = pods.get(pod).await?.metadata.uid.context("pod uid")?;
+                pods.delete(
+                    pod,
+                    &kube::api::DeleteParams {
+                        grace_period_seconds: Some(1),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+                Ok(Some(uid))
+            }
+        }
+    }
+
+    /// How pod `pod`'s container processes ended, where the test can see that (here).
+    pub fn exits(&self, pod: &str) -> Option<Vec<tributary_e2e_kit::pod_runner::ContainerExit>> {
+        match self {
+            Platform::Here { runner, .. } => Some(runner.exits(pod)),
+            Platform::Existing(_) => None,
+        }
+    }
+
+    /// After a failure: the brokers' last log lines here. On an existing cluster what the
+    /// test made is kept for whoever looks (`scripts/kind-e2e.sh logs` collects it).
+    fn report_failure(&self, cluster: &str) {
+        match self {
+            Platform::Here { runner, .. } => runner.print_logs(80),
+            Platform::Existing(existing) => eprintln!(
+                "Cluster {cluster} in namespace {} is kept, with its Topics, \
+                 ConsumerGroups, pods and volumes",
+                existing.namespace
+            ),
+        }
+    }
+
+    /// After a success on an existing cluster: Cluster `cluster` and what the test made for
+    /// it deleted, its Topics and ConsumerGroups first (their finalizers need the brokers),
+    /// then the Cluster, its pods, and their volumes (which a StatefulSet keeps).
+    async fn clean_up(&self, cluster: &str) -> Result<()> {
+        use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+        use kube::ResourceExt as _;
+        use tributary_operator::crd::consumer_group::ConsumerGroup;
+        use tributary_operator::crd::topic::Topic;
+        if let Platform::Here { .. } = self {
+            return Ok(());
+        }
+        let topics = self.api::<Topic>();
+        let groups = self.api::<ConsumerGroup>();
+        let delete = kube::api::DeleteParams::default();
+        let all = kube::api::ListParams::default();
+        for t in topics.list(&all).await?.items {
+            if t.spec.cluster_ref.name == cluster {
+                topics.delete(&t.name_any(), &delete).await?;
+            }
+        }
+        for g in groups.list(&all).await?.items {
+            if g.spec.cluster_ref.name == cluster {
+                groups.delete(&g.name_any(), &delete).await?;
+            }
+        }
+        wait_for(
+            &format!("Cluster {cluster}'s Topics and ConsumerGroups to be deleted"),
+            Duration::from_secs(180),
+            || async {
+                let topics = topics.list(&all).await.ok()?.items;
+                let groups = groups.list(&all).await.ok()?.items;
+                let left = topics
+                    .iter()
+                    .filter(|t| t.spec.cluster_ref.name == cluster)
+                    .count()
+                    + groups
+                        .iter()
+                        .filter(|g| g.spec.cluster_ref.name == cluster)
+                        .count();
+                (left == 0).then_some(())
+            },
+        )
+        .await?;
+        self.api::<Cluster>().delete(cluster, &delete).await?;
+        let pods = self.api::<Pod>();
+        let claims = self.api::<PersistentVolumeClaim>();
+        let mine = kube::api::ListParams::default()
+            .labels(&format!("app.kubernetes.io/instance={cluster}"));
+        wait_for(
+            &format!("Cluster {cluster}'s pods to be gone"),
+            Duration::from_secs(180),
+            || async { pods.list(&mine).await.ok()?.items.is_empty().then_some(()) },
+        )
+        .await?;
+        claims.delete_collection(&delete, &mine).await?;
+        wait_for(
+            &format!("Cluster {cluster}'s volume claims to be gone"),
+            Duration::from_secs(180),
+            || async {
+                claims
+                    .list(&mine)
+                    .await
+                    .ok()?
+                    .items
+                    .is_empty()
+                    .then_some(())
+            },
+        )
+        .await
+    }
+}
+
+/// Creates managed Cluster `cluster` from `spec` and a Topic `topic` on it with
+/// `partitions` partitions of 3 replicas; waits for both to be Ready and returns the
+/// bootstrap address.
+pub async fn cluster_with_topic(
+    p: &Platform,
+    cluster: &str,
+    spec: ClusterSpec,
+    (topic_name, partitions): (&str, i32),
+    timeout: Duration,
+) -> Result<String> {
+    p.managed_cluster(cluster, spec).await?;
+    let ready = wait_ready(&p.api::<Cluster>(), cluster, timeout).await?;
+    let topics = p.api::<tributary_operator::crd::topic::Topic>();
+    topics
+        .create(
+            &PostParams::default(),
+            &topic(topic_name, cluster, partitions, 3),
+        )
+        .await?;
+    wait_ready(&topics, topic_name, timeout).await?;
+    ready
+        .status
+        .and_then(|s| s.bootstrap_servers)
+        .context("status.bootstrapServers")
+}
+
+/// The leader of `topic`'s `partition`, and whether every partition's ISR is full, as the
+/// brokers' Metadata says.
+pub fn leader_and_in_sync(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    partition: i32,
+) -> Result<(i32, bool)> {
+    use rdkafka::producer::Producer as _;
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let described = metadata.topics().first().context("no topic in Metadata")?;
+    let leader = described
+        .partitions()
+        .iter()
+        .find(|p| p.id() == partition)
+        .context("no such partition")?
+        .leader();
+    let in_sync = described
+        .partitions()
+        .iter()
+        .all(|p| p.leader() >= 0 && p.isr().len() == p.replicas().len());
+    Ok((leader, in_sync))
+}
+
+/// Runs `test` on its platform: on the existing cluster [`tributary_e2e_kit::KUBECONFIG_ENV`]
+/// names, with that cluster's operator; else on a test bed with a pod runner for the pods of
+/// Cluster `cluster` and the operator (as `identity`) started inside the runner's DNS view,
+/// as it would run in the cluster. A failure prints the brokers' logs here, and keeps what
+/// the test made on an existing cluster; a success there deletes it.
 pub async fn operated(
     cluster: &str,
     identity: &str,
-    test: impl AsyncFnOnce(&Bed, &tributary_e2e_kit::PodRunner) -> Result<()>,
+    test: impl AsyncFnOnce(&Platform) -> Result<()>,
 ) -> Result<()> {
-    use tributary_e2e_kit::{broker_binary, PodRunner, RunnerOptions};
-    let bed = Bed::start().await?;
-    let runner = PodRunner::start(
-        &bed.env,
-        RunnerOptions::new(NS, broker_binary()?)
-            .selector(&format!("app.kubernetes.io/instance={cluster}")),
-    )?;
-    let _operator = runner.with_cluster_dns(|| Operator::start(&bed.env, identity, &[]))??;
-    let result = test(&bed, &runner).await;
-    if result.is_err() {
-        runner.print_logs(80);
+    use tributary_e2e_kit::{broker_binary, ExistingCluster, PodRunner, RunnerOptions};
+    let platform = match ExistingCluster::from_env().await? {
+        Some(existing) => {
+            existing.ensure_namespace().await?;
+            Platform::Existing(existing)
+        }
+        None => {
+            let bed = Bed::start().await?;
+            let runner = PodRunner::start(
+                &bed.env,
+                RunnerOptions::new(NS, broker_binary()?)
+                    .selector(&format!("app.kubernetes.io/instance={cluster}")),
+            )?;
+            let operator =
+                runner.with_cluster_dns(|| Operator::start(&bed.env, identity, &[]))??;
+            Platform::Here {
+                bed,
+                runner,
+                _operator: operator,
+            }
+        }
+    };
+    match test(&platform).await {
+        Ok(()) => platform.clean_up(cluster).await,
+        Err(e) => {
+            platform.report_failure(cluster);
+            Err(e)
+        }
     }
-    result
 }
 
 /// What a [`Writer`] saw: how many messages were acknowledged.

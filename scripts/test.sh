@@ -10,7 +10,7 @@ cargo nextest run --workspace --profile ci "$@"
 # plane, a pod runner and an operator that they did not start (tributary-testbed starts
 # them; docs/operator.md, "The suite on an existing cluster"). Only for a full run.
 if [ $# -eq 0 ]; then
-  cargo run -q -p tributary-e2e-kit --bin tributary-testbed -- \
+  cargo run -q -p tributary-e2e-kit --bin tributary-testbed -- -- \
     cargo nextest run --profile ci -p tributary-operator -j 1 \
     --test operated_cluster --test operated_failover --test operated_refusal
 fi

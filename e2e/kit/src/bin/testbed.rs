@@ -1,7 +1,7 @@
 //! `tributary-testbed`: a cluster that runs on its own, for a command that needs one.
 //!
 //! ```text
-//! tributary-testbed [--namespace NS] -- COMMAND [ARGS...]
+//! tributary-testbed [--namespace NS] [--] COMMAND [ARGS...]
 //! ```
 //!
 //! Starts the test bed (etcd, kube-apiserver, kube-controller-manager), installs the CRDs
@@ -31,7 +31,7 @@ use tributary_e2e_kit::{
     repo_root, PodRunner, RunnerOptions, TestEnv, BROKER_IMAGE_ENV, KUBECONFIG_ENV, NAMESPACE_ENV,
 };
 
-const USAGE: &str = "usage: tributary-testbed [--namespace NS] -- COMMAND [ARGS...]";
+const USAGE: &str = "usage: tributary-testbed [--namespace NS] [--] COMMAND [ARGS...]";
 
 fn main() -> ExitCode {
     match run() {
@@ -56,6 +56,11 @@ fn run() -> Result<ExitCode> {
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
+            }
+            // The command may also follow the options without `--`.
+            command_start if !command_start.starts_with('-') => {
+                command.push(arg);
+                command.extend(args.by_ref());
             }
             other => bail!("unknown argument {other}\n{USAGE}"),
         }

@@ -152,12 +152,7 @@ pub fn plan_scale(
         }
         // Nothing left on the brokers to remove: the StatefulSet may shrink; the scaling is
         // done once they are unregistered too.
-        let leaving: Vec<i32> = observed
-            .registered_brokers
-            .iter()
-            .copied()
-            .filter(|b| *b >= desired)
-            .collect();
+        let leaving = registered_beyond(observed, desired);
         return ScalePlan {
             statefulset_replicas: desired,
             step: if leaving.is_empty() {
@@ -184,12 +179,7 @@ pub fn plan_scale(
     let moves = balance_moves(observed, &all);
     if moves.is_empty() {
         // Brokers of a finished scale-down (or of pods removed by hand) left registered.
-        let gone: Vec<i32> = observed
-            .registered_brokers
-            .iter()
-            .copied()
-            .filter(|b| *b >= desired)
-            .collect();
+        let gone = registered_beyond(observed, desired);
         if gone.is_empty() {
             grown
         } else {
@@ -204,6 +194,16 @@ pub fn plan_scale(
             ..grown
         }
     }
+}
+
+/// The registered brokers (fenced or not) whose ids are `brokers` or above: beyond the
+/// StatefulSet of `brokers` pods.
+fn registered_beyond(observed: &ObservedCluster, brokers: i32) -> Vec<i32> {
+    observed
+        .registered_brokers
+        .range(brokers..)
+        .copied()
+        .collect()
 }
 
 fn await_brokers(brokers: &BTreeSet<i32>, observed: &ObservedCluster) -> Option<ScaleStep> {
